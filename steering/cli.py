@@ -1,0 +1,177 @@
+"""Command line: python -m steering {extract,info,data,generate,sweep,export,fetch-model}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _progress_bar(desc: str):
+    """A tqdm bar on stderr driven by (done, total) callbacks."""
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if bar["bar"] is None:
+            bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+STAT_COLUMNS = [
+    ("pc1_explained_variance", "pc1_var"),
+    ("cos_mean_diff", "cos_mean"),
+    ("mean_diff_norm", "mean_norm"),
+    ("residual_norm", "resid_norm"),
+    ("heldout_accuracy", "ho_acc"),
+    ("heldout_auc", "ho_auc"),
+]
+
+
+def layer_table(stats: dict[int, dict], suggested: int | None = None) -> str:
+    """Per-layer stats as an aligned text table (the suggested layer marked with *)."""
+    header = ["layer"] + [short for _, short in STAT_COLUMNS]
+    rows = [header]
+    for layer in sorted(stats):
+        mark = "*" if layer == suggested else ""
+        rows.append([f"{layer}{mark}"] + [_fmt(stats[layer].get(key)) for key, _ in STAT_COLUMNS])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def cmd_extract(args) -> int:
+    from .models import load_model
+    from .pipeline import extract_and_save
+
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
+    load_s = time.perf_counter() - t0
+    vector, timings = extract_and_save(
+        loaded, args.out, overwrite=args.overwrite, data=args.data, contrast=args.contrast, layers=args.layers,
+        method=args.method, position=args.position, max_pairs=args.max_pairs, heldout_fraction=args.heldout,
+        seed=args.seed, batch_size=args.batch_size, progress=None if args.json else _progress_bar("capture"))
+    timings = {"load_s": load_s, "capture_s": timings["capture_s"], "fit_s": timings["fit_s"]}
+    if args.json:
+        print(json.dumps({"out": str(args.out), "meta": vector.meta,
+                          "layers": {str(k): v for k, v in vector.stats.items()}, "timings": timings}))
+    else:
+        print(layer_table(vector.stats, vector.meta.get("suggested_layer")))
+        print(f"saved {args.out} (+ {Path(args.out).with_suffix('.json').name}); "
+              f"suggested layer {vector.meta.get('suggested_layer')}; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .vectors import load_vector
+
+    vector = load_vector(args.vector)
+    if args.json:
+        print(json.dumps({"path": str(vector.path), "layers": vector.layers, "hidden_size": vector.hidden_size,
+                          "meta": vector.meta, "stats": {str(k): v for k, v in vector.stats.items()}},
+                         ensure_ascii=False))
+        return 0
+    print(f"{vector.path}: {len(vector.layers)} layers ({vector.layers[0]}–{vector.layers[-1]}), "
+          f"hidden size {vector.hidden_size}")
+    if not vector.has_sidecar:
+        print("no sidecar .json: a bare reference-style vector (no method, dataset or per-layer stats recorded)")
+        print("norms: " + ", ".join(f"{k}:{float(v.norm()):.3f}" for k, v in vector.directions.items()))
+        return 0
+    for key in ("model", "method", "position", "contrast", "dataset", "pairs", "created", "recommended"):
+        if key in vector.meta:
+            print(f"{key:>12}: {vector.meta[key]}")
+    print(layer_table(vector.stats, vector.meta.get("suggested_layer")))
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from .data import dataset_stats, format_stats_table, load_dataset
+
+    stats = dataset_stats(load_dataset(args.file))
+    print(json.dumps(stats, ensure_ascii=False) if args.json else format_stats_table(stats))
+    return 0
+
+
+def cmd_fetch_model(args) -> int:
+    from .bundled import bundled_model_dir
+
+    print(bundled_model_dir())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steering", description="Gyaru steering vectors: extract, inspect, steer.")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="extract a vector from a pairs dataset and save it")
+    p.add_argument("--model", default="bundled", help="bundled, a hub id, a local folder or a .gguf file")
+    p.add_argument("--data", default="en", help="dataset file, or ja / en for the bundled sets")
+    p.add_argument("--contrast", default="gyaru-vs-standard", choices=["gyaru-vs-standard", "gyaru-vs-casual"])
+    p.add_argument("--layers", default=None, help="e.g. 8-20, 3,5,7 or -8--1 (default: the middle half)")
+    p.add_argument("--method", default="mean_diff", choices=["mean_diff", "pca_diff", "pca_center"])
+    p.add_argument("--position", default="last", choices=["last", "mean"])
+    p.add_argument("--max-pairs", type=int, default=None)
+    p.add_argument("--heldout", type=float, default=0.2, help="share of pairs held out for accuracy/AUC")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--quantize", default=None, choices=["4bit"])
+    p.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16 (default: float32 on CPU)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("info", help="print a vector file's metadata and per-layer stats")
+    p.add_argument("vector", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    s = data_sub.add_parser("stats", help="entry count, topics, あーし rate, markers and lengths per column")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_data_stats)
+
+    p = sub.add_parser("fetch-model", help="download and convert the bundled model into the cache now")
+    p.set_defaults(func=cmd_fetch_model)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Sub-commands that live beside their modules (generate, sweep, export)."""
+    from .cli_more import COMMANDS
+
+    return COMMANDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,3 @@
+"""Sub-commands added by later modules (generate, sweep, export) register here."""
+
+COMMANDS: list = []

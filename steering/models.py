@@ -1,0 +1,226 @@
+"""Load a chat LLM (bundled default, hub id, local folder or .gguf) and find its decoder layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BUNDLED = "bundled"
+
+# Attribute paths from the causal-LM wrapper to its list of decoder blocks, by architecture family.
+LAYER_PATHS = (
+    "model.layers",  # Llama, SmolLM, Qwen2/2.5/3, Mistral, Gemma
+    "model.language_model.layers",  # Gemma 3 and other multimodal wrappers
+    "transformer.h",  # GPT-2 style
+    "gpt_neox.layers",
+    "model.decoder.layers",  # OPT
+)
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and what to try."""
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, with the facts steering needs."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+    name: str
+
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return find_decoder_layers(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        text_config = getattr(config, "text_config", None) or config
+        return int(getattr(text_config, "hidden_size", None) or text_config.n_embd)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(p for p in self.model.parameters() if p.is_floating_point()).dtype
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        text_config = getattr(config, "text_config", None) or config
+        for key in ("max_position_embeddings", "n_positions", "seq_length"):
+            if getattr(text_config, key, None):
+                return int(getattr(text_config, key))
+        return 2048
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+        }
+
+
+def _get_path(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def find_decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The model's decoder blocks in order; a clear error when the architecture is not one we know."""
+    for path in LAYER_PATHS:
+        layers = _get_path(model, path)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
+            return layers
+    raise ValueError(
+        f"cannot find the decoder layers of {type(model).__name__}: looked for "
+        f"{', '.join(LAYER_PATHS)}. Supported: Qwen2/2.5/3, Llama/SmolLM, Mistral, Gemma, GPT-2 style models."
+    )
+
+
+def base_model(model: Any) -> Any:
+    """The transformer body without the LM head (capture never needs logits)."""
+    body = getattr(model, "base_model", None)
+    return body if body is not None and body is not model else model
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return _default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(names)}")
+    return names[dtype]
+
+
+def _source(spec: str) -> tuple[str, dict]:
+    """Map a spec to the from_pretrained argument and extra keyword arguments."""
+    if spec == BUNDLED:
+        from .bundled import bundled_model_dir
+
+        return str(bundled_model_dir()), {}
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is a folder but holds no config.json: not a transformers model folder")
+        return str(path), {}
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"model path not found: {spec}")
+    return spec, {}
+
+
+def _quantization_kwargs(spec: str, quantize: str | None, dtype: torch.dtype) -> dict:
+    prequantized = "bnb-4bit" in spec.lower()
+    if quantize not in (None, "none", "4bit"):
+        raise ValueError(f"unknown quantize={quantize!r}: expected None or '4bit'")
+    if quantize != "4bit" and not prequantized:
+        return {}
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"{'4-bit loading' if quantize == '4bit' else spec + ' is a 4-bit (bitsandbytes) model and'} needs a CUDA GPU; "
+            "none is available here. Pick a non-quantized model (e.g. Qwen/Qwen2.5-0.5B-Instruct or the bundled one)."
+        )
+    if prequantized:
+        return {"device_map": "auto"}
+    from transformers import BitsAndBytesConfig  # imported only on the CUDA path
+
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                bnb_4bit_use_double_quant=True)
+    return {"quantization_config": config, "device_map": "auto"}
+
+
+def load_model(spec: str = BUNDLED, quantize: str | None = None, dtype: str | torch.dtype | None = None,
+               device: str | None = None) -> LoadedModel:
+    """Load `spec` (bundled, hub id, local folder or .gguf file) in eval mode, ready for chat templates."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = _resolve_dtype(dtype, device)
+    source, extra = _source(spec)
+    quant = _quantization_kwargs(spec, quantize, torch_dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra, **quant)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not load model {spec!r}: {str(exc).splitlines()[0][:300]}\n"
+            "If this is a Hugging Face hub id, the hub must be reachable (or the model already in the HF cache); "
+            "a local folder or .gguf path must exist."
+        ) from exc
+    if not quant and device != "cpu":
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    find_decoder_layers(model)  # fail now, not mid-extraction
+    name = "SmolLM2-135M-Instruct" if spec == BUNDLED else Path(spec).stem if spec.endswith(".gguf") else Path(spec).name
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, name=name)
+
+
+def parse_layers(spec: str | int | list[int] | range | None, num_layers: int) -> list[int]:
+    """Layer selection: '8-20', '8,10,12', '-4--1', 12, a list or range; negatives count from the end.
+
+    None gives the default middle band (the reference used 20–50 of 64): from 1/4 to 3/4 of the depth.
+    """
+    if spec is None or spec == "":
+        return list(range(num_layers // 4, (3 * num_layers) // 4 + 1))
+    if isinstance(spec, int):
+        items: list[int] = [spec]
+    elif isinstance(spec, (list, tuple, range)):
+        items = [int(x) for x in spec]
+    else:
+        items = []
+        for part in str(spec).replace(" ", "").split(","):
+            if not part:
+                continue
+            lo, sep, hi = _split_range(part)
+            try:
+                items.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+            except ValueError:
+                raise ValueError(f"bad layer spec {spec!r}: {part!r} is not a number or A-B range") from None
+    resolved = []
+    for layer in items:
+        idx = layer + num_layers if layer < 0 else layer
+        if not 0 <= idx < num_layers:
+            raise ValueError(f"layer {layer} is out of range: the model has {num_layers} layers (0..{num_layers - 1})")
+        resolved.append(idx)
+    if not resolved:
+        raise ValueError(f"bad layer spec {spec!r}: no layers selected")
+    return sorted(set(resolved))
+
+
+def _split_range(part: str) -> tuple[str, bool, str]:
+    """Split 'A-B' where A and B may be negative ('-4--1')."""
+    for i in range(1, len(part)):
+        if part[i] == "-" and part[i - 1] != "-":
+            return part[:i], True, part[i + 1 :]
+    return part, False, ""

@@ -1,0 +1,63 @@
+"""One call from a dataset file to a saved vector: what the CLI and the app both run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .data import contrast_pairs, load_dataset
+from .extract import extract, suggest_layer
+from .models import LoadedModel
+from .vectors import SteeringVector, save_vector
+
+
+def extract_from_dataset(
+    loaded: LoadedModel,
+    data: str | Path,
+    contrast: str = "gyaru-vs-standard",
+    layers=None,
+    method: str = "mean_diff",
+    position: str = "last",
+    max_pairs: int | None = None,
+    heldout_fraction: float = 0.2,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[SteeringVector, dict[str, float]]:
+    """Load pairs, extract, and build a SteeringVector with full metadata (not yet saved)."""
+    dataset = load_dataset(data, contrast=contrast)
+    pairs = contrast_pairs(dataset, contrast)
+    if max_pairs:
+        pairs = pairs[:max_pairs]
+    result = extract(loaded, [p.positive for p in pairs], [p.negative for p in pairs], layers=layers,
+                     method=method, position=position, topics=[p.topic for p in pairs], lang=dataset.lang,
+                     heldout_fraction=heldout_fraction, seed=seed, batch_size=batch_size, progress=progress)
+    meta = {
+        "model": loaded.spec,
+        "model_name": loaded.name,
+        "hidden_size": loaded.hidden_size,
+        "num_layers": loaded.num_layers,
+        "method": method,
+        "position": position,
+        "contrast": contrast,
+        "dataset": dataset.name,
+        "dataset_sha256": dataset.sha256,
+        "lang": dataset.lang,
+        "pairs": len(pairs),
+        "heldout_fraction": heldout_fraction,
+        "seed": seed,
+        "suggested_layer": suggest_layer(result.stats, loaded.num_layers),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return SteeringVector(result.directions, meta, result.stats), result.timings
+
+
+def extract_and_save(loaded: LoadedModel, out: str | Path, overwrite: bool = False, **kwargs) -> tuple[SteeringVector, dict]:
+    """extract_from_dataset, then save to `out` (refusing to overwrite unless asked)."""
+    t0 = time.perf_counter()
+    vector, timings = extract_from_dataset(loaded, **kwargs)
+    save_vector(vector, out, overwrite=overwrite)
+    timings["total_s"] = time.perf_counter() - t0
+    return vector, timings
