@@ -19,9 +19,10 @@ import json
 import random
 import statistics
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from .style import guess_lang, normalize, style_score
 
@@ -84,7 +85,7 @@ class Pair:
 def resolve_path(path: str | Path) -> Path:
     """The file a dataset argument names: `bundled:ja`, `bundled:en`, `ja`, `en` or a path."""
     text = str(path)
-    key = text[len("bundled:"):] if text.startswith("bundled:") else text
+    key = text.removeprefix("bundled:")
     if key in BUNDLED:
         return BUNDLED[key]
     if text.startswith("bundled:"):
@@ -240,9 +241,9 @@ class _JsonListReader:
                     continue
                 line = self.line + self.buf.count("\n", self.pos, e.pos)
                 raise _error(self.shown, f"item {index} (line {line})", f"invalid JSON: {e.msg}") from None
-            if end == len(self.buf) and not self.eof and not isinstance(value, (dict, list, str)):
-                if self._fill():  # a number or literal may continue in the next chunk
-                    continue
+            incomplete = end == len(self.buf) and not isinstance(value, (dict, list, str))
+            if incomplete and self._fill():  # a number or literal may continue in the next chunk
+                continue
             self._advance(end)
             return value
 
@@ -591,7 +592,7 @@ def format_stats_table(stats: dict[str, Any]) -> str:
 def load_prompts(path_or_lang: str | Path) -> list[str]:
     """Chat prompts: JSONL with a "prompt" field, or plain text with one prompt per line; `ja`/`en` = bundled."""
     text = str(path_or_lang)
-    key = text[len("bundled:"):] if text.startswith("bundled:") else text
+    key = text.removeprefix("bundled:")
     path = DATA_DIR / f"prompts_{key}.jsonl" if key in ("ja", "en") else Path(path_or_lang)
     shown = _shown(path)
     _check_file(path, shown)

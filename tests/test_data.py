@@ -392,8 +392,7 @@ def test_max_entries_memory_is_bounded(tmp_path):
     line = json.dumps({"standard": "これはとても長い普通の文です。" * 10, "gyaru": "あーしマジ長い文だし！" * 10},
                       ensure_ascii=False) + "\n"
     with open(path, "w", encoding="utf-8") as f:
-        for _ in range(30_000):
-            f.write(line)
+        f.writelines(line for _ in range(30_000))
     size = path.stat().st_size
     assert size > 10_000_000
     tracemalloc.start()

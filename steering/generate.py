@@ -1,0 +1,231 @@
+"""Chat generation, plain and steered side by side: one batched generate call, one strength per row.
+
+Rows share the prompt and differ only in strength, so each row is what a solo run with that strength gives
+(greedy: token for token). Streaming yields per-row text deltas that never split a UTF-8 character.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .models import LoadedModel
+from .steer import Steering, steer
+from .templates import apply_template
+
+_SEED_LOCK = threading.Lock()  # torch's global RNG: sampled calls with a seed run one at a time
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings; temperature 0 means greedy."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = 0
+    system_prompt: str | None = None
+
+    def generate_kwargs(self) -> dict:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        kwargs = {"max_new_tokens": int(self.max_new_tokens), "repetition_penalty": float(self.repetition_penalty)}
+        if self.temperature and self.temperature > 0:
+            kwargs.update(do_sample=True, temperature=float(self.temperature), top_p=float(self.top_p),
+                          top_k=int(self.top_k))
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+
+@dataclass
+class PreparedPrompt:
+    """Token ids of a templated conversation, and a notice when it had to be cut to fit the context."""
+
+    input_ids: list[int]
+    notice: str | None = None
+
+
+def prepare_prompt(loaded: LoadedModel, messages: Sequence[dict], settings: GenerationSettings) -> PreparedPrompt:
+    """Template a conversation (with the optional system prompt) and cut it from the left to fit the context."""
+    if not messages or not any(m.get("content", "").strip() for m in messages if m.get("role") == "user"):
+        raise ValueError("empty prompt: write a message first")
+    text = apply_template(loaded.tokenizer, list(messages), settings.system_prompt, add_generation_prompt=True)
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    budget = loaded.context_length - settings.max_new_tokens
+    if budget < 16:
+        raise ValueError(f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the "
+                         f"model's {loaded.context_length}-token context")
+    if len(ids) <= budget:
+        return PreparedPrompt(ids)
+    notice = f"the conversation ({len(ids)} tokens) was longer than the context allows; kept the last {budget} tokens"
+    return PreparedPrompt(ids[-budget:], notice)
+
+
+def _steerings(steering: Steering | None, strengths: Sequence[float]) -> list[Steering]:
+    if steering is None:
+        if any(s != 0 for s in strengths):
+            raise ValueError("non-zero strengths need a vector to steer with")
+        return []
+    return [Steering(steering.vector, steering.layers, list(strengths), steering.scale, steering.position)]
+
+
+def _batch_inputs(loaded: LoadedModel, prompt: PreparedPrompt, rows: int) -> dict:
+    ids = torch.tensor([prompt.input_ids] * rows, device=loaded.device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _run_generate(loaded: LoadedModel, inputs: dict, settings: GenerationSettings, steerings: list[Steering],
+                  **extra) -> torch.Tensor:
+    kwargs = settings.generate_kwargs()
+    tok = loaded.tokenizer
+    kwargs.update(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra)
+    sampled = kwargs["do_sample"] and settings.seed is not None
+    with steer(loaded, steerings), torch.inference_mode():
+        if not sampled:
+            return loaded.model.generate(**inputs, **kwargs)
+        with _SEED_LOCK:
+            torch.manual_seed(settings.seed)
+            return loaded.model.generate(**inputs, **kwargs)
+
+
+def _row_ids(loaded: LoadedModel, row: torch.Tensor) -> list[int]:
+    """Generated ids of one row up to (not including) the first end-of-sequence or pad token."""
+    stop = {loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id}
+    out = []
+    for token in row.tolist():
+        if token in stop:
+            break
+        out.append(token)
+    return out
+
+
+@dataclass
+class BatchResult:
+    texts: list[str]
+    strengths: list[float]
+    token_counts: list[int]
+    seconds: float
+    notice: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def generate_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
+                   steering: Steering | None = None, settings: GenerationSettings | None = None) -> BatchResult:
+    """One reply per strength to the same conversation, all rows in one batched generate call."""
+    settings = settings or GenerationSettings()
+    prompt = prepare_prompt(loaded, messages, settings)
+    inputs = _batch_inputs(loaded, prompt, len(strengths))
+    t0 = time.perf_counter()
+    out = _run_generate(loaded, inputs, settings, _steerings(steering, strengths))
+    seconds = time.perf_counter() - t0
+    new = out[:, inputs["input_ids"].shape[1] :]
+    rows = [_row_ids(loaded, r) for r in new]
+    texts = [loaded.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+    return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, prompt.notice)
+
+
+class Utf8SafeDecoder:
+    """Incremental decoding that holds back an incomplete UTF-8 character (byte-level BPE splits them)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(self.emitted):
+            return ""
+        delta, self.emitted = text[len(self.emitted) :], text
+        return delta
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if not text.startswith(self.emitted):  # cannot happen with byte-level BPE; keep the stream honest anyway
+            return ""
+        delta, self.emitted = text[len(self.emitted) :], text
+        return delta
+
+
+class _RowStreamer:
+    """A transformers streamer that queues each step's new token per row."""
+
+    def __init__(self, prompt_len: int):
+        self.queue: queue.Queue = queue.Queue()
+        self.prompt_len = prompt_len
+        self.seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.seen_prompt:  # generate first sends the prompt itself
+            self.seen_prompt = True
+            return
+        self.queue.put(value.view(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class _Cancel:
+    """Stopping criterion that ends generation when the consumer went away."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def stream_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
+                 steering: Steering | None = None, settings: GenerationSettings | None = None,
+                 ) -> Iterator[list[str]]:
+    """Yield the full text of every row after each step; closing the generator stops generation."""
+    from transformers import StoppingCriteriaList
+
+    settings = settings or GenerationSettings()
+    prompt = prepare_prompt(loaded, messages, settings)
+    inputs = _batch_inputs(loaded, prompt, len(strengths))
+    steerings = _steerings(steering, strengths)
+    streamer, cancel = _RowStreamer(len(prompt.input_ids)), _Cancel()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _run_generate(loaded, inputs, settings, steerings, streamer=streamer,
+                          stopping_criteria=StoppingCriteriaList([cancel]))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            errors.append(exc)
+        finally:
+            streamer.end()
+
+    decoders = [Utf8SafeDecoder(loaded.tokenizer) for _ in strengths]
+    finished = [False] * len(strengths)
+    stop = {loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id}
+    worker = threading.Thread(target=work, name="steering-generate", daemon=True)
+    worker.start()
+    try:
+        if prompt.notice:
+            yield [""] * len(strengths)
+        while (step := streamer.queue.get()) is not None:
+            for row, token in enumerate(step):
+                if finished[row] or token in stop:
+                    finished[row] = True
+                    continue
+                decoders[row].push(token)
+            yield [d.emitted for d in decoders]
+        for d in decoders:
+            d.flush()
+        if errors:
+            raise errors[0]
+        yield [d.emitted for d in decoders]
+    finally:
+        cancel.event.set()
+        worker.join()
