@@ -7,6 +7,7 @@ removed when capture returns or fails.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -96,9 +97,12 @@ def capture(
     body = base_model(loaded.model)
     pad_id = loaded.tokenizer.pad_token_id or 0
     current: dict = {}
+    owner = threading.get_ident()  # another thread using the same model (a chat) must not be read or stopped
 
     def make_hook(layer: int):
         def hook(_module, _inputs, output):
+            if threading.get_ident() != owner:
+                return
             hidden = block_output(output)
             rows = current["rows"]
             states[layer][rows] = _read_rows(hidden, current["items"], current["offsets"], position)

@@ -117,6 +117,69 @@ def cmd_fetch_model(args) -> int:
     return 0
 
 
+def _read_prompts(path: str) -> list[str]:
+    from .data import load_prompts
+
+    return load_prompts(path)
+
+
+def _generate_one(loaded, steering, settings, prompt: str, strength: float) -> dict:
+    from .generate import generate_batch
+
+    result = generate_batch(loaded, [{"role": "user", "content": prompt}], [0.0, strength], steering, settings)
+    tokens = sum(result.token_counts)
+    return {"prompt": prompt, "plain": result.texts[0], "steered": result.texts[1], "notice": result.notice,
+            "timings": {"generate_s": result.seconds, "tokens": tokens,
+                        "tokens_per_s": tokens / result.seconds if result.seconds else None}}
+
+
+def _side_by_side(plain: str, steered: str, width: int = 60) -> str:
+    import textwrap
+
+    left = textwrap.wrap(plain, width) or [""]
+    right = textwrap.wrap(steered, width) or [""]
+    rows = [f"{'PLAIN':<{width}} | STEERED"] + ["-" * width + "-+-" + "-" * width]
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else ""
+        b = right[i] if i < len(right) else ""
+        rows.append(f"{a:<{width}} | {b}")
+    return "\n".join(rows)
+
+
+def cmd_generate(args) -> int:
+    from .generate import GenerationSettings
+    from .models import load_model
+    from .steer import Steering
+    from .vectors import load_vector
+
+    if not args.prompt and not args.prompts:
+        raise ValueError("give a prompt, or --prompts FILE")
+    vector = load_vector(args.vector)
+    rec = vector.meta.get("recommended", {})
+    layers = args.layers or rec.get("layers")
+    strength = args.strength if args.strength is not None else rec.get("strength", 1.0)
+    scale = args.scale or rec.get("scale", "calibrated")
+    loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
+    steering = Steering(vector, layers, strength, scale, args.position)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
+                                  seed=args.seed, system_prompt=args.system)
+    prompts = _read_prompts(args.prompts) if args.prompts else [args.prompt]
+    shown = {"model": args.model, "vector": str(args.vector), "layers": steering.layer_list(loaded.num_layers),
+             "strength": strength, "scale": scale, "position": args.position, **settings.__dict__}
+    for prompt in prompts:
+        row = _generate_one(loaded, steering, settings, prompt, strength)
+        if row["notice"]:
+            print(f"notice: {row['notice']}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({**row, "settings": shown}, ensure_ascii=False), flush=True)
+        elif args.compare:
+            print(_side_by_side(row["plain"], row["steered"]))
+        else:
+            print(row["steered"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steering", description="Gyaru steering vectors: extract, inspect, steer.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -154,6 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch-model", help="download and convert the bundled model into the cache now")
     p.set_defaults(func=cmd_fetch_model)
+
+    p = sub.add_parser("generate", help="chat once, steered (and plain with --compare)")
+    p.add_argument("prompt", nargs="?", default=None)
+    p.add_argument("--prompts", default=None, help="file with one prompt per line (or JSONL with a prompt field)")
+    p.add_argument("--model", default="bundled")
+    p.add_argument("--vector", required=True, type=Path)
+    p.add_argument("--layers", default=None, help="e.g. 10-14 (default: the vector's recommended layers)")
+    p.add_argument("--strength", type=float, default=None, help="negative steers away from gyaru")
+    p.add_argument("--scale", default=None, choices=["calibrated", "raw"])
+    p.add_argument("--position", default="all", choices=["all", "generated", "last"])
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", default=None, help="system prompt (default: the model template's own)")
+    p.add_argument("--quantize", default=None, choices=["4bit"])
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--compare", action="store_true", help="print plain and steered side by side")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    p.set_defaults(func=cmd_generate)
 
     for register in _extra_commands():
         register(sub)

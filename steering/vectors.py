@@ -72,12 +72,16 @@ def validate_directions(raw, where: str) -> dict[int, torch.Tensor]:
     out: dict[int, torch.Tensor] = {}
     hidden = None
     for key, tensor in raw.items():
-        try:
+        try:  # int keys (reference format) or their decimal strings; never floats/bools (int(3.7) would be 3)
+            if isinstance(key, bool) or not isinstance(key, (int, str)):
+                raise TypeError
             layer = int(key)
         except (TypeError, ValueError):
             raise VectorFileError(f"{where}: key {key!r} is not a layer number") from None
         if layer < 0:
             raise VectorFileError(f"{where}: negative layer {layer}")
+        if layer in out:
+            raise VectorFileError(f"{where}: layer {layer} appears twice")
         out[layer] = _check_tensor(layer, tensor, where, hidden)
         hidden = out[layer].numel()
     return dict(sorted(out.items()))

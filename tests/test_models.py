@@ -1,0 +1,196 @@
+"""steering.models: decoder-layer discovery, layer specs, and load_model's behaviour and error messages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from steering.models import LoadedModel, ModelLoadError, find_decoder_layers, load_model, parse_layers
+
+VOCAB = 128
+
+
+def _tiny(family: str):
+    from transformers import AutoModelForCausalLM, GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    common = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=128,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    configs = {
+        "qwen2": lambda: Qwen2Config(**common),
+        "llama": lambda: LlamaConfig(**common),
+        "mistral": lambda: MistralConfig(**common),
+        "gemma": lambda: GemmaConfig(**common, head_dim=16),
+        "gpt2": lambda: GPT2Config(n_embd=64, n_layer=3, n_head=4, vocab_size=VOCAB, n_positions=128,
+                                   bos_token_id=1, eos_token_id=2),
+    }
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(configs[family]()).eval()
+
+
+@pytest.mark.parametrize(
+    "family, path",
+    [("qwen2", "model.layers"), ("llama", "model.layers"), ("mistral", "model.layers"),
+     ("gemma", "model.layers"), ("gpt2", "transformer.h")],
+)
+def test_find_decoder_layers(family, path):
+    model = _tiny(family)
+    layers = find_decoder_layers(model)
+    expected = model
+    for part in path.split("."):
+        expected = getattr(expected, part)
+    assert layers is expected
+    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == 3
+    loaded = LoadedModel(model=model, tokenizer=None, spec=family, name=family)
+    assert loaded.num_layers == 3
+    assert loaded.hidden_size == 64
+    assert loaded.dtype == torch.float32
+    assert loaded.context_length == 128
+    assert loaded.describe()["num_layers"] == 3
+
+
+def test_find_decoder_layers_unknown_module():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    with pytest.raises(ValueError, match=r"cannot find the decoder layers of Sequential") as info:
+        find_decoder_layers(model)
+    assert "model.layers" in str(info.value)  # says where it looked
+    assert "Supported" in str(info.value)
+
+
+# --------------------------------------------------------------------------- parse_layers
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("8-20", list(range(8, 21))),
+        ("3,5", [3, 5]),
+        ("5,3,3", [3, 5]),  # sorted, deduplicated
+        (" 3 , 5 ", [3, 5]),
+        ("-4--1", [26, 27, 28, 29]),
+        ("-1", [29]),
+        ("0-2,28-29", [0, 1, 2, 28, 29]),
+        (12, [12]),
+        (-2, [28]),
+        ([1, 2, -1], [1, 2, 29]),
+        (range(4, 7), [4, 5, 6]),
+    ],
+)
+def test_parse_layers(spec, expected):
+    assert parse_layers(spec, 30) == expected
+
+
+@pytest.mark.parametrize("num_layers", [4, 24, 30, 64])
+def test_parse_layers_default_middle_band(num_layers):
+    for default in (None, ""):
+        layers = parse_layers(default, num_layers)
+        assert layers == list(range(layers[0], layers[-1] + 1))
+        assert layers[0] == num_layers // 4
+        assert layers[-1] == 3 * num_layers // 4
+        assert 0 < layers[0] < layers[-1] < num_layers
+
+
+@pytest.mark.parametrize("spec", ["30", "0-30", "-31", [40], 30])
+def test_parse_layers_out_of_range(spec):
+    with pytest.raises(ValueError, match=r"out of range.*30 layers"):
+        parse_layers(spec, 30)
+
+
+@pytest.mark.parametrize("spec", ["abc", "3-x", "1.5", "8:20", "--", ","])
+def test_parse_layers_garbage(spec):
+    with pytest.raises(ValueError, match=r"bad layer spec"):
+        parse_layers(spec, 30)
+
+
+# --------------------------------------------------------------------------- load_model errors
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+@pytest.mark.parametrize("spec, quantize", [("bundled", "4bit"), ("someone/Model-7B-bnb-4bit", None)])
+def test_4bit_without_cuda(spec, quantize):
+    imported_before = "bitsandbytes" in sys.modules
+    with pytest.raises(ModelLoadError, match="CUDA") as info:
+        load_model(spec, quantize=quantize)
+    assert "4-bit" in str(info.value)
+    assert imported_before or "bitsandbytes" not in sys.modules, "the CPU error path must not import bitsandbytes"
+
+
+def test_unknown_quantize():
+    with pytest.raises(ValueError, match="quantize"):
+        load_model("bundled", quantize="8bit")
+
+
+def test_unknown_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        load_model("bundled", dtype="float8")
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: str(tmp / "no-such-model"),
+    lambda tmp: str(tmp / "deep" / "er" / "model"),
+    lambda tmp: "./definitely-not-a-model-folder",
+    lambda tmp: str(tmp / "missing.gguf"),
+])
+def test_nonexistent_local_path(tmp_path, make):
+    spec = make(tmp_path)
+    with pytest.raises(ModelLoadError, match="not found") as info:
+        load_model(spec)
+    assert Path(spec).name in str(info.value)
+
+
+def test_unknown_hub_id_offline(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: set the constant it already derived too.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    spec = "nobody-at-all-xyz/no-such-model-123"
+    with pytest.raises(ModelLoadError) as info:
+        load_model(spec)
+    message = str(info.value)
+    assert spec in message
+    assert "hub" in message.lower()
+    assert "Traceback" not in message
+    assert len(message) < 1000
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load_model(str(tmp_path))
+
+
+def test_load_bundled(bundled):
+    assert bundled.spec == "bundled"
+    assert bundled.name == "SmolLM2-135M-Instruct"
+    assert bundled.num_layers == 30
+    assert bundled.hidden_size == 576
+    assert bundled.dtype == torch.float32
+    assert bundled.device.type == "cpu"
+    assert not bundled.model.training
+    assert not any(p.requires_grad for p in bundled.model.parameters())
+    assert bundled.tokenizer.pad_token is not None
+    assert bundled.describe() == {"spec": "bundled", "name": "SmolLM2-135M-Instruct", "num_layers": 30,
+                                  "hidden_size": 576, "dtype": "float32", "device": "cpu"}
+
+
+@pytest.mark.slow
+def test_load_gguf():
+    from steering.bundled import cache_dir
+
+    path = cache_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in the cache")
+    loaded = load_model(str(path))
+    assert loaded.num_layers == 30
+    assert loaded.hidden_size == 576
+    assert loaded.dtype == torch.float32
+    assert loaded.name == "SmolLM2-135M-Instruct.Q4_1"
+    assert loaded.tokenizer.pad_token is not None
+    ids = loaded.tokenizer("Hello", return_tensors="pt")
+    with torch.inference_mode():
+        logits = loaded.model(**ids).logits
+    assert torch.isfinite(logits).all()
