@@ -58,9 +58,14 @@ def layer_table(stats: dict[int, dict], suggested: int | None = None) -> str:
 
 
 def cmd_extract(args) -> int:
+    from .data import load_dataset
     from .models import load_model
     from .pipeline import extract_and_save
+    from .vectors import save_preflight
 
+    # Refuse a bad --out or dataset now, not after loading the model and capturing every pair.
+    save_preflight(args.out, overwrite=args.overwrite)
+    load_dataset(args.data, contrast=args.contrast)
     t0 = time.perf_counter()
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
     load_s = time.perf_counter() - t0

@@ -77,9 +77,14 @@ def _steerings(steering: Steering | None, strengths: Sequence[float]) -> list[St
     return [Steering(steering.vector, steering.layers, list(strengths), steering.scale, steering.position)]
 
 
-def _batch_inputs(loaded: LoadedModel, prompt: PreparedPrompt, rows: int) -> dict:
-    ids = torch.tensor([prompt.input_ids] * rows, device=loaded.device)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+def _batch_inputs(loaded: LoadedModel, prompts: Sequence[PreparedPrompt]) -> dict:
+    """Left-padded ids and mask (rows of one prompt need no padding, so they match a solo run exactly)."""
+    width = max(len(p.input_ids) for p in prompts)
+    pad = loaded.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p.input_ids)) + p.input_ids for p in prompts], device=loaded.device)
+    mask = torch.tensor([[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in prompts],
+                        device=loaded.device)
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _run_generate(loaded: LoadedModel, inputs: dict, settings: GenerationSettings, steerings: list[Steering],
@@ -117,19 +122,27 @@ class BatchResult:
     settings: dict = field(default_factory=dict)
 
 
-def generate_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
-                   steering: Steering | None = None, settings: GenerationSettings | None = None) -> BatchResult:
-    """One reply per strength to the same conversation, all rows in one batched generate call."""
+def generate_rows(loaded: LoadedModel, conversations: Sequence[Sequence[dict]], strengths: Sequence[float],
+                  steering: Steering | None = None, settings: GenerationSettings | None = None) -> BatchResult:
+    """One reply per (conversation, strength) row, all rows in one batched generate call (sweeps use this)."""
+    if len(conversations) != len(strengths):
+        raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
     settings = settings or GenerationSettings()
-    prompt = prepare_prompt(loaded, messages, settings)
-    inputs = _batch_inputs(loaded, prompt, len(strengths))
+    prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
+    inputs = _batch_inputs(loaded, prompts)
     t0 = time.perf_counter()
     out = _run_generate(loaded, inputs, settings, _steerings(steering, strengths))
     seconds = time.perf_counter() - t0
-    new = out[:, inputs["input_ids"].shape[1] :]
-    rows = [_row_ids(loaded, r) for r in new]
+    rows = [_row_ids(loaded, r) for r in out[:, inputs["input_ids"].shape[1] :]]
     texts = [loaded.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
-    return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, prompt.notice)
+    notice = next((p.notice for p in prompts if p.notice), None)
+    return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, notice)
+
+
+def generate_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
+                   steering: Steering | None = None, settings: GenerationSettings | None = None) -> BatchResult:
+    """One reply per strength to the same conversation, all rows in one batched generate call."""
+    return generate_rows(loaded, [messages] * len(strengths), strengths, steering, settings)
 
 
 class Utf8SafeDecoder:
@@ -192,7 +205,7 @@ def stream_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Seque
 
     settings = settings or GenerationSettings()
     prompt = prepare_prompt(loaded, messages, settings)
-    inputs = _batch_inputs(loaded, prompt, len(strengths))
+    inputs = _batch_inputs(loaded, [prompt] * len(strengths))
     steerings = _steerings(steering, strengths)
     streamer, cancel = _RowStreamer(len(prompt.input_ids)), _Cancel()
     errors: list[BaseException] = []

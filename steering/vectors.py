@@ -140,14 +140,20 @@ def _json_safe(value):
     return value
 
 
-def save_vector(vector: SteeringVector, path: str | Path, overwrite: bool = False) -> Path:
-    """Write NAME.pt (reference format, int keys, float32) and NAME.json; refuses to clobber unless asked."""
+def save_preflight(path: str | Path, overwrite: bool = False) -> Path:
+    """The checks save_vector makes before writing (.pt suffix, no clobbering), to run before any long work."""
     path = Path(path)
     if path.suffix != ".pt":
         raise VectorFileError(f"{path}: vector files are saved as .pt (export other formats with `export`)")
-    side = sidecar_path(path)
-    if not overwrite and (path.exists() or side.exists()):
+    if not overwrite and (path.exists() or sidecar_path(path).exists()):
         raise VectorFileError(f"{path} already exists; choose another name or pass overwrite=True")
+    return path
+
+
+def save_vector(vector: SteeringVector, path: str | Path, overwrite: bool = False) -> Path:
+    """Write NAME.pt (reference format, int keys, float32) and NAME.json; refuses to clobber unless asked."""
+    path = save_preflight(path, overwrite)
+    side = sidecar_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**vector.meta, "hidden_size": vector.hidden_size, "vector_layers": vector.layers,
             "library_version": __version__}

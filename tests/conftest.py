@@ -41,6 +41,11 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cli_env() -> dict:
+    return subprocess_env()
+
+
+@pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     from steering.bundled import bundled_model_dir
 
@@ -71,6 +76,19 @@ def build_tiny(config_cls, tokenizer, name: str, dtype: torch.dtype = torch.floa
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=name, name=name)
+
+
+@pytest.fixture(scope="session")
+def make_tiny(tokenizer):
+    """build_tiny bound to the bundled tokenizer: make_tiny("qwen2"|"llama", name=..., dtype=..., seed=...)."""
+
+    def make(family: str = "qwen2", name: str | None = None, dtype: torch.dtype = torch.float32, seed: int = 0):
+        from transformers import LlamaConfig, Qwen2Config
+
+        config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[family]
+        return build_tiny(config_cls, tokenizer, name or f"tiny-{family}", dtype=dtype, seed=seed)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,6 @@ def test_content_covers_exactly_the_reply(tokenizer, text):
     assert decode(tokenizer, r.input_ids[first : last + 1]) == text
     before = decode(tokenizer, r.input_ids[:first])
     assert before.endswith("<|im_start|>assistant\n")
-    assert text not in before[-len(text) - 30 :] or before.count(text) == 0
 
 
 def test_ids_match_the_templates_own_tokenization(tokenizer):
@@ -106,11 +105,11 @@ def test_template_that_rejects_system_role(tokenizer):
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = (
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
-        "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     )
     r = render_reply(tok, "Hi there.", "Tech", "en")  # '' system prompt: silently dropped
     text = decode(tok, r.input_ids)
-    assert text.startswith("<start_of_turn>user\n")
+    assert text.startswith("<|im_start|>user\n")
     assert decode(tok, r.input_ids[r.content[0] : r.last + 1]) == "Hi there."
     with pytest.raises(Exception, match="System role"):  # an explicit system prompt is not silently dropped
         render_reply(tok, "Hi there.", system_prompt="Be brief.")

@@ -1,0 +1,103 @@
+"""app.py in a real browser: extract, see the Layers chart, chat — with screenshots for the README.
+
+Headless Debian Chromium through Playwright, against the app launched in-process. Also checks that the page
+requests nothing beyond the local server (no web fonts, CDN or analytics).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); Playwright cannot download browsers here",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+app = pytest.importorskip("app")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOT_DIRS = [ROOT / "test-artifacts", ROOT / "docs" / "screenshots"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+NAME = "test-browser-vector"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    app.demo.queue(default_concurrency_limit=1).launch(
+        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs())
+    yield app.demo.local_url.rstrip("/")
+    app.demo.close()
+    for path in app.VECTOR_DIR.glob(f"{NAME}*"):  # the vectors this test extracted
+        path.unlink()
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)
+        page.outside = []  # requests to anything but the local server
+        page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else page.outside.append(r.url))
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    for folder in SHOT_DIRS:
+        folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOT_DIRS[0] / name), full_page=True)
+    shutil.copy(SHOT_DIRS[0] / name, SHOT_DIRS[1] / name)
+
+
+def fill(page, elem_id: str, value: str) -> None:
+    """Type into the input of a Gradio component found by elem_id, then leave it so the value is committed."""
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_extract_layers_chat(page):
+    page.get_by_text("ギャル steering studio").wait_for()
+    page.get_by_text("SmolLM2-135M-Instruct").first.wait_for()  # the page load filled the model status
+
+    # Extract: bundled English data, a few pairs, a narrow layer band
+    page.get_by_label("同梱 英語 / bundled en").check()
+    fill(page, "max-pairs", "6")
+    fill(page, "extract-layers", "8-12")
+    fill(page, "extract-name", NAME)
+    page.locator("#extract-btn").click()
+    page.locator("#extract-status").get_by_text("saved").wait_for()
+    page.get_by_text("12 ★").first.wait_for()  # the per-layer table marks the suggested layer
+    shot(page, "extract.png")
+
+    # Layers: the plotly chart of the new vector
+    page.get_by_role("tab", name="レイヤー / Layers").click()
+    page.locator("#layers-plot .js-plotly-plot").wait_for()
+    page.locator("#layers-plot .js-plotly-plot .bars").first.wait_for()
+    shot(page, "layers.png")
+
+    # Chat: short greedy replies in both columns
+    page.get_by_role("tab", name="チャット / Chat").click()
+    fill(page, "max-new", "16")
+    fill(page, "chat-msg", "How was your weekend?")
+    page.locator("#send-btn").click()
+    for bot in ("plain-bot", "steered-bot"):
+        page.locator(f"#{bot} .message.bot, #{bot} [data-testid='bot']").first.wait_for()
+    page.get_by_text("style", exact=False).first.wait_for()
+    page.wait_for_function("() => !document.querySelector('.generating, .pending')", timeout=120_000)
+    shot(page, "chat.png")
+
+    assert page.outside == [], f"the page requested outside resources: {page.outside[:5]}"
