@@ -52,7 +52,11 @@ MODEL_CHOICES = [
     ("Qwen/Qwen2.5-14B-Instruct", "Qwen/Qwen2.5-14B-Instruct"),
     ("unsloth/Qwen2.5-32B-Instruct-bnb-4bit (4-bit: CUDA のみ / needs CUDA)", "unsloth/Qwen2.5-32B-Instruct-bnb-4bit"),
 ]
-DATASETS = [("同梱 日本語 / bundled ja", "ja"), ("同梱 英語 / bundled en", "en"), ("アップロード / upload file", "upload")]
+DATASETS = [
+    ("同梱 日本語 / bundled ja", "ja"),
+    ("同梱 英語 / bundled en", "en"),
+    ("アップロード / upload file", "upload"),
+]
 # Slider range per strength scale: calibrated 1.0 = one mean difference; raw is a unit vector × strength.
 STRENGTH_RANGE = {"calibrated": (-4.0, 8.0, 0.25), "raw": (-50.0, 200.0, 0.5)}
 # Layers-tab series: label -> (stat key in the sidecar, drawn on the secondary "norm" axis)
@@ -64,8 +68,17 @@ SERIES = {
     "残差ノルム / residual norm": ("residual_norm", True),
 }
 SIDES = ("plain", "steered")  # chat columns: strength 0 and strength s
-SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Hiragino Sans", "Noto Sans CJK JP", "Yu Gothic",
-                "Meiryo", "IPAPGothic", "sans-serif"]
+SYSTEM_FONTS = [
+    "system-ui",
+    "-apple-system",
+    "Segoe UI",
+    "Hiragino Sans",
+    "Noto Sans CJK JP",
+    "Yu Gothic",
+    "Meiryo",
+    "IPAPGothic",
+    "sans-serif",
+]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 # System fonts only: Gradio's default theme would otherwise request web fonts.
 THEME = gr.themes.Default(primary_hue="pink", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
@@ -110,8 +123,10 @@ def model_status(loaded: LoadedModel | None) -> str:
     if loaded is None:
         return "モデル未読み込み / no model loaded — the bundled model loads on first use"
     d = loaded.describe()
-    return (f"✅ **{d['name']}** (`{d['spec']}`) — {d['num_layers']} レイヤー / layers, hidden {d['hidden_size']}, "
-            f"{d['dtype']} on {d['device']}")
+    return (
+        f"**{d['name']}** (`{d['spec']}`) — {d['num_layers']} レイヤー / layers, hidden {d['hidden_size']}, "
+        f"{d['dtype']} on {d['device']}"
+    )
 
 
 # --------------------------------------------------------------------------- vectors
@@ -168,6 +183,12 @@ def layer_text(layers: list[int]) -> str:
     return ",".join(map(str, layers))
 
 
+def has_stats(vector: SteeringVector) -> bool:
+    """Whether extraction stats were recorded (a sidecar, or metadata inside a .safetensors/.gguf file): the
+    calibrated scale and the full Layers chart need them; a bare reference-style file has none."""
+    return any("mean_diff_norm" in s for s in vector.stats.values())
+
+
 def chat_defaults(vector: SteeringVector) -> tuple[str, float, str]:
     """(layers, strength, scale): the vector's "recommended" meta, else suggested layer ±2 at strength 2.0.
 
@@ -178,7 +199,7 @@ def chat_defaults(vector: SteeringVector) -> tuple[str, float, str]:
     center = vector.meta.get("suggested_layer", vector.layers[len(vector.layers) // 2])
     band = [layer for layer in range(center - 2, center + 3) if layer in vector.directions] or vector.layers
     layers = rec.get("layers") or band
-    scale = rec.get("scale") or ("calibrated" if vector.stats else "raw")
+    scale = rec.get("scale") or ("calibrated" if has_stats(vector) else "raw")
     strength = float(rec.get("strength", 2.0 if scale == "calibrated" else 8.0))
     return layer_text(layers), strength, scale
 
@@ -200,7 +221,7 @@ def on_load_model(spec: str, uploads: list[str], progress=gr.Progress(track_tqdm
         loaded = HOLDER.load(spec)
     except Exception as exc:  # noqa: BLE001 - any hub model can fail in its own way; show the message
         gr.Warning(str(exc))
-        return f"⚠️ {exc}\n\n{model_status(HOLDER.loaded)}", gr.skip(), gr.skip()
+        return f"⚠ {exc}\n\n{model_status(HOLDER.loaded)}", gr.skip(), gr.skip()
     dropdown, note = vector_dropdown(loaded, uploads)
     return model_status(loaded), dropdown, note
 
@@ -243,15 +264,27 @@ def on_upload_vector(files: list[str] | None, uploads: list[str], selected: str 
 
 def stats_frame(stats: dict[int, dict], suggested: int | None) -> pd.DataFrame:
     """Per-layer stats as a table; the suggested layer is marked with ★."""
-    rows = [[f"{layer}{' ★' if layer == suggested else ''}"]
-            + [round(stats[layer][key], 3) if key in stats[layer] else None for key, _ in STAT_COLUMNS]
-            for layer in sorted(stats)]
+    rows = [
+        [f"{layer}{' ★' if layer == suggested else ''}"]
+        + [round(stats[layer][key], 3) if key in stats[layer] else None for key, _ in STAT_COLUMNS]
+        for layer in sorted(stats)
+    ]
     return pd.DataFrame(rows, columns=["layer"] + [short for _, short in STAT_COLUMNS])
 
 
 @gpu
-def on_extract(dataset: str, data_file: str | None, contrast: str, max_pairs: float, layers: str, method: str,
-               position: str, name: str, uploads: list[str], progress=gr.Progress()):  # noqa: B008
+def on_extract(
+    dataset: str,
+    data_file: str | None,
+    contrast: str,
+    max_pairs: float,
+    layers: str,
+    method: str,
+    position: str,
+    name: str,
+    uploads: list[str],
+    progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+):
     """Extract a vector from a dataset, save it under vectors/ (never overwriting) and offer it for download."""
     data = data_file if dataset == "upload" else dataset
     if not data:
@@ -260,18 +293,32 @@ def on_extract(dataset: str, data_file: str | None, contrast: str, max_pairs: fl
     out = unique_path(VECTOR_DIR, (name or "").strip() or "gyaru")
     try:
         vector, timings = extract_and_save(
-            loaded, out, data=data, contrast=contrast, layers=(layers or "").strip() or None, method=method,
-            position=position, max_pairs=int(max_pairs) if max_pairs else None,
-            progress=lambda done, total: progress((done, total), desc="抽出中 / capturing", unit="texts"))
+            loaded,
+            out,
+            data=data,
+            contrast=contrast,
+            layers=(layers or "").strip() or None,
+            method=method,
+            position=position,
+            max_pairs=int(max_pairs) if max_pairs else None,
+            progress=lambda done, total: progress((done, total), desc="抽出中 / capturing", unit="texts"),
+        )
     except (DatasetError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
     meta = vector.meta
-    summary = (f"✅ saved `{out.name}` — {meta['pairs']} pairs, {meta['method']}, {meta['lang']}, "
-               f"layers {layer_text(vector.layers)}, ★ suggested layer **{meta['suggested_layer']}** "
-               f"({timings['total_s']:.1f} s)")
+    summary = (
+        f"saved `{out.name}` — {meta['pairs']} pairs, {meta['method']}, {meta['lang']}, "
+        f"layers {layer_text(vector.layers)}, ★ suggested layer **{meta['suggested_layer']}** "
+        f"({timings['total_s']:.1f} s)"
+    )
     dropdown, note = vector_dropdown(loaded, uploads, str(out))
-    return summary, [str(out), str(out.with_suffix(".json"))], stats_frame(vector.stats, meta["suggested_layer"]), \
-        dropdown, note
+    return (
+        summary,
+        [str(out), str(out.with_suffix(".json"))],
+        stats_frame(vector.stats, meta["suggested_layer"]),
+        dropdown,
+        note,
+    )
 
 
 # --------------------------------------------------------------------------- handlers: layers
@@ -279,26 +326,44 @@ def on_extract(dataset: str, data_file: str | None, contrast: str, max_pairs: fl
 
 def _base_figure(title: str) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(title=title, height=440, template="plotly_white", margin=dict(l=50, r=50, t=60, b=40),
-                      legend=dict(orientation="h", y=-0.2), xaxis_title="layer")
+    fig.update_layout(
+        title=title,
+        height=440,
+        template="plotly_white",
+        margin=dict(l=50, r=50, t=60, b=40),
+        legend=dict(orientation="h", y=-0.2),
+        xaxis_title="layer",
+    )
     return fig
 
 
 def sidecar_figure(vector: SteeringVector, series: list[str]) -> go.Figure:
     """PC1 explained variance per layer (bars) plus the chosen series; norms on the secondary axis."""
-    layers, suggested = sorted(vector.stats), vector.meta.get("suggested_layer")
+    layers, suggested = vector.layers, vector.meta.get("suggested_layer")
     fig = _base_figure(f"{vector.name}: PC1 explained variance per layer")
     colors = ["#e75480" if layer == suggested else "#f4b6c8" for layer in layers]
-    fig.add_trace(go.Bar(x=layers, y=[vector.stats[i].get("pc1_explained_variance") for i in layers],
-                         name="PC1 分散 / PC1 explained variance", marker_color=colors), secondary_y=False)
+    fig.add_trace(
+        go.Bar(
+            x=layers,
+            y=[vector.stats.get(i, {}).get("pc1_explained_variance") for i in layers],
+            name="PC1 分散 / PC1 explained variance",
+            marker_color=colors,
+        ),
+        secondary_y=False,
+    )
     for label in series:
         key, secondary = SERIES[label]
-        values = [vector.stats[i].get(key) for i in layers]
+        values = [vector.stats.get(i, {}).get(key) for i in layers]
         if any(v is not None for v in values):
             fig.add_trace(go.Scatter(x=layers, y=values, name=label, mode="lines+markers"), secondary_y=secondary)
     if suggested is not None:
-        fig.add_vline(x=suggested, line_dash="dash", line_color="#e75480",
-                      annotation_text=f"★ suggested {suggested}", annotation_position="top")
+        fig.add_vline(
+            x=suggested,
+            line_dash="dash",
+            line_color="#e75480",
+            annotation_text=f"★ suggested {suggested}",
+            annotation_position="top",
+        )
     fig.update_yaxes(title_text="share / cos / accuracy", range=[-0.05, 1.05], secondary_y=False)
     fig.update_yaxes(title_text="norm", secondary_y=True, showgrid=False)
     return fig
@@ -308,12 +373,18 @@ def bare_figure(vector: SteeringVector) -> go.Figure:
     """What a bare {layer: tensor} file still tells: direction norms and adjacent layers' cosine."""
     layers = vector.layers
     dirs = [vector.directions[i].float() for i in layers]
+    # .safetensors/.gguf readers normalize and keep the file's own norm as "file_norm"
+    norms = [vector.stats.get(i, {}).get("file_norm", float(d.norm())) for i, d in zip(layers, dirs)]
     fig = _base_figure(f"{vector.name}: no sidecar — direction norms and adjacent-layer cosine")
-    fig.add_trace(go.Bar(x=layers, y=[float(d.norm()) for d in dirs], name="方向ノルム / direction norm",
-                         marker_color="#f4b6c8"), secondary_y=True)
+    fig.add_trace(
+        go.Bar(x=layers, y=norms, name="方向ノルム / direction norm", marker_color="#f4b6c8"),
+        secondary_y=True,
+    )
     cos = [float(torch.nn.functional.cosine_similarity(a, b, dim=0)) for a, b in zip(dirs, dirs[1:])]
-    fig.add_trace(go.Scatter(x=layers[1:], y=cos, name="cos(L-1, L) / adjacent-layer cosine",
-                             mode="lines+markers"), secondary_y=False)
+    fig.add_trace(
+        go.Scatter(x=layers[1:], y=cos, name="cos(L-1, L) / adjacent-layer cosine", mode="lines+markers"),
+        secondary_y=False,
+    )
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], secondary_y=False)
     fig.update_yaxes(title_text="norm", secondary_y=True, showgrid=False)
     return fig
@@ -321,16 +392,22 @@ def bare_figure(vector: SteeringVector) -> go.Figure:
 
 def on_layers(path: str | None, series: list[str], uploads: list[str]):
     """The per-layer chart of the chosen vector, and a note on what it can and cannot show."""
+    if not path:  # an empty vector list (fired by the dropdown clearing) is not an error
+        return None, "ベクトルを選んでね / pick a vector to see its layers"
     vector = open_vector(path, uploads)
-    if vector.stats:
-        note = (f"{len(vector.layers)} layers from `{vector.meta.get('model', '?')}`, "
-                f"{vector.meta.get('method', '?')}, {vector.meta.get('pairs', '?')} pairs; "
-                f"★ = suggested layer {vector.meta.get('suggested_layer', '—')}")
+    if has_stats(vector):
+        note = (
+            f"{len(vector.layers)} layers from `{vector.meta.get('model', '?')}`, "
+            f"{vector.meta.get('method', '?')}, {vector.meta.get('pairs', '?')} pairs; "
+            f"★ = suggested layer {vector.meta.get('suggested_layer', '—')}"
+        )
         return sidecar_figure(vector, series or []), note
-    note = ("⚠️ サイドカー(.json)なし / no sidecar: PC1 explained variance, cos with the mean difference, "
-            "held-out accuracy/AUC, mean-difference and residual norms were never recorded, so they cannot be "
-            "shown, and the calibrated strength scale is unavailable (chat uses raw). Shown instead: each layer's "
-            "direction norm and the cosine between adjacent layers' directions.")
+    note = (
+        "⚠ サイドカー(.json)なし / no sidecar: PC1 explained variance, cos with the mean difference, "
+        "held-out accuracy/AUC, mean-difference and residual norms were never recorded, so they cannot be "
+        "shown, and the calibrated strength scale is unavailable (chat uses raw). Shown instead: each layer's "
+        "direction norm and the cosine between adjacent layers' directions."
+    )
     return bare_figure(vector), note
 
 
@@ -360,8 +437,19 @@ def score_line(text: str, lang: str, label: str) -> str:
 
 
 @gpu
-def on_chat(message: str, path: str | None, layers: str, strength: float, scale: str, position: str,
-            max_new_tokens: float, temperature: float, seed: float, history: dict, uploads: list[str]):
+def on_chat(
+    message: str,
+    path: str | None,
+    layers: str,
+    strength: float,
+    scale: str,
+    position: str,
+    max_new_tokens: float,
+    temperature: float,
+    seed: float,
+    history: dict,
+    uploads: list[str],
+):
     """Stream the plain (strength 0) and steered (strength s) replies from ONE batched generate call."""
     message = (message or "").strip()
     if not message:
@@ -369,8 +457,7 @@ def on_chat(message: str, path: str | None, layers: str, strength: float, scale:
     vector = open_vector(path, uploads)
     loaded = HOLDER.get()
     steering = Steering(vector, (layers or "").strip() or None, float(strength), scale, position)
-    settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                                  seed=int(seed))
+    settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), seed=int(seed))
     lang = vector.meta.get("lang") or guess_lang(message)
     user = {"role": "user", "content": message}
     # stream_batch takes one conversation, so both rows share one context: the user's turns with the *plain*
@@ -379,8 +466,14 @@ def on_chat(message: str, path: str | None, layers: str, strength: float, scale:
 
     def outputs(texts: list[str], new_history: dict):
         sides = [history[side] + [user, {"role": "assistant", "content": t}] for side, t in zip(SIDES, texts)]
-        return (shown(sides[0]), shown(sides[1]), score_line(texts[0], lang, "ふつう / Plain"),
-                score_line(texts[1], lang, "ギャル / Steered"), new_history, "")
+        return (
+            shown(sides[0]),
+            shown(sides[1]),
+            score_line(texts[0], lang, "ふつう / Plain"),
+            score_line(texts[1], lang, "ギャル / Steered"),
+            new_history,
+            "",
+        )
 
     texts = ["", ""]
     yield outputs(texts, history)
@@ -400,39 +493,60 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="gyaru steering studio") as demo:
         uploads = gr.State([])  # this user's uploaded vector files
         history = gr.State({side: [] for side in SIDES})  # this user's raw chat history per column
-        gr.Markdown("# ギャル steering studio\nギャル口調ベクトルを抽出して、ふつうの返事と並べて比べよう。 / "
-                    "Extract a gyaru-style steering vector and compare plain and steered replies side by side.")
+        gr.Markdown(
+            "# ギャル steering studio\nギャル口調ベクトルを抽出して、ふつうの返事と並べて比べよう。 / "
+            "Extract a gyaru-style steering vector and compare plain and steered replies side by side."
+        )
         with gr.Row():
-            model_dd = gr.Dropdown(MODEL_CHOICES, value=BUNDLED, allow_custom_value=True, scale=3,
-                                   label="モデル / Model (hub id or local path; the 4-bit model needs CUDA)")
+            model_dd = gr.Dropdown(
+                MODEL_CHOICES,
+                value=BUNDLED,
+                allow_custom_value=True,
+                scale=3,
+                label="モデル / Model (hub id or local path; the 4-bit model needs CUDA)",
+            )
             load_btn = gr.Button("読み込む / Load", variant="secondary", scale=1)
         model_md = gr.Markdown(model_status(None))
         with gr.Row():
             vector_dd = gr.Dropdown([], label="ベクトル / Vector (fits the loaded model)", scale=3)
             refresh_btn = gr.Button("↻", scale=0, min_width=60)
-            vector_up = gr.File(label="ベクトルを追加 / Upload vector (.pt [+ .json], .safetensors, .gguf)",
-                                file_types=[*SUFFIXES, ".json"], file_count="multiple", scale=2, height=90)
+            vector_up = gr.File(
+                label="ベクトルを追加 / Upload vector (.pt [+ .json], .safetensors, .gguf)",
+                file_types=[*SUFFIXES, ".json"],
+                file_count="multiple",
+                scale=2,
+                height=130,
+            )
         vector_md = gr.Markdown("")
 
         with gr.Tabs():
             with gr.Tab("抽出 / Extract"):
                 with gr.Row():
                     dataset = gr.Radio(DATASETS, value="ja", label="データセット / Dataset")
-                    data_file = gr.File(label="データファイル / Dataset file (.jsonl, .json, .csv)",
-                                        file_types=[".jsonl", ".json", ".csv", ".tsv"], height=90)
+                    data_file = gr.File(
+                        label="データファイル / Dataset file (.jsonl, .json, .csv)",
+                        file_types=[".jsonl", ".json", ".csv", ".tsv"],
+                        height=130,
+                    )
                 with gr.Row():
                     contrast = gr.Radio(list(CONTRASTS), value=CONTRASTS[0], label="対比 / Contrast")
                     method = gr.Radio(list(METHODS), value="mean_diff", label="手法 / Method")
                     position = gr.Radio(["last", "mean"], value="last", label="読む位置 / Read position")
                 with gr.Row():
                     max_pairs = gr.Number(50, minimum=1, precision=0, label="ペア数 / Max pairs", elem_id="max-pairs")
-                    layer_range = gr.Textbox("", label="レイヤー / Layers", placeholder="8-20 (empty = middle band)",
-                                             elem_id="extract-layers")
+                    layer_range = gr.Textbox(
+                        "",
+                        label="レイヤー / Layers",
+                        placeholder="8-20 (empty = middle band)",
+                        elem_id="extract-layers",
+                    )
                     name = gr.Textbox("gyaru", label="名前 / Name", elem_id="extract-name")
                 extract_btn = gr.Button("抽出 / Extract", variant="primary", elem_id="extract-btn")
                 extract_md = gr.Markdown("", elem_id="extract-status")
                 download = gr.File(label="ダウンロード / Download", file_count="multiple", interactive=False)
-                table = gr.Dataframe(label="レイヤー別 / Per layer (★ = suggested)", interactive=False)
+                table = gr.Dataframe(
+                    label="レイヤー別 / Per layer (★ = suggested)", interactive=False, elem_id="extract-table"
+                )
 
             with gr.Tab("レイヤー / Layers"):
                 series = gr.CheckboxGroup(list(SERIES), value=list(SERIES)[:3], label="系列 / Series")
@@ -442,21 +556,39 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("チャット / Chat"):
                 with gr.Row():
                     chat_layers = gr.Textbox("", label="レイヤー / Layers", placeholder="e.g. 10-14")
-                    strength = gr.Slider(-4, 8, value=2.0, step=0.25, label="ギャル度 / Gyaru strength")
+                    strength = gr.Slider(
+                        -4, 8, value=2.0, step=0.25, label="ギャル度 / Gyaru strength", elem_id="strength"
+                    )
                     scale = gr.Radio(list(SCALES), value="calibrated", label="スケール / Scale")
                     chat_position = gr.Radio(list(POSITIONS), value="all", label="位置 / Position")
                 with gr.Row():
-                    max_new = gr.Slider(1, 512, value=64, step=1, label="最大トークン / Max new tokens", elem_id="max-new")
+                    max_new = gr.Slider(
+                        1, 512, value=64, step=1, label="最大トークン / Max new tokens", elem_id="max-new"
+                    )
                     temperature = gr.Slider(0, 1.5, value=0.0, step=0.05, label="温度 / Temperature (0 = greedy)")
                     seed = gr.Number(0, precision=0, label="シード / Seed")
                 with gr.Row():
                     with gr.Column():
-                        plain_bot = gr.Chatbot(label="ふつう / Plain", height=360, elem_id="plain-bot", render_markdown=False,
-                                               sanitize_html=True, allow_tags=False, feedback_options=None)
+                        plain_bot = gr.Chatbot(
+                            label="ふつう / Plain",
+                            height=360,
+                            elem_id="plain-bot",
+                            render_markdown=False,
+                            sanitize_html=True,
+                            allow_tags=False,
+                            feedback_options=None,
+                        )
                         plain_md = gr.Markdown("", elem_classes="score-line")
                     with gr.Column():
-                        steered_bot = gr.Chatbot(label="ギャル / Steered", height=360, elem_id="steered-bot", render_markdown=False,
-                                                 sanitize_html=True, allow_tags=False, feedback_options=None)
+                        steered_bot = gr.Chatbot(
+                            label="ギャル / Steered",
+                            height=360,
+                            elem_id="steered-bot",
+                            render_markdown=False,
+                            sanitize_html=True,
+                            allow_tags=False,
+                            feedback_options=None,
+                        )
                         steered_md = gr.Markdown("", elem_classes="score-line")
                 with gr.Row():
                     msg = gr.Textbox(label="メッセージ / Message", scale=4, lines=1, elem_id="chat-msg")
@@ -467,36 +599,65 @@ def build_demo() -> gr.Blocks:
 
         # Model work shares one queue slot (concurrency_id "model"): one generation or load at a time.
         model_work = dict(concurrency_limit=1, concurrency_id="model")
-        load_btn.click(on_load_model, [model_dd, uploads], [model_md, vector_dd, vector_md],
-                       api_name="load_model", **model_work)
+        load_btn.click(
+            on_load_model, [model_dd, uploads], [model_md, vector_dd, vector_md], api_name="load_model", **model_work
+        )
         demo.load(on_page_load, [uploads], [model_md, model_dd, vector_dd, vector_md], api_name="startup")
         refresh_btn.click(on_refresh, [vector_dd, uploads], [vector_dd, vector_md], api_name="list_vectors")
-        vector_up.upload(on_upload_vector, [vector_up, uploads, vector_dd], [vector_dd, uploads, vector_md],
-                         api_name="upload_vector")
-        extract_btn.click(on_extract, [dataset, data_file, contrast, max_pairs, layer_range, method, position, name,
-                                       uploads], [extract_md, download, table, vector_dd, vector_md],
-                          api_name="extract", **model_work)
-        gr.on([vector_dd.change, series.change], on_layers, [vector_dd, series, uploads], [plot, layers_md],
-              api_name="layers")
-        vector_dd.change(on_vector_selected, [vector_dd, uploads], [chat_layers, strength, scale, examples],
-                         api_name="vector_defaults")
-        gr.on([send_btn.click, msg.submit], on_chat,
-              [msg, vector_dd, chat_layers, strength, scale, chat_position, max_new, temperature, seed, history,
-               uploads], [plain_bot, steered_bot, plain_md, steered_md, history, msg], api_name="chat", **model_work)
+        vector_up.upload(
+            on_upload_vector, [vector_up, uploads, vector_dd], [vector_dd, uploads, vector_md], api_name="upload_vector"
+        )
+        extract_btn.click(
+            on_extract,
+            [dataset, data_file, contrast, max_pairs, layer_range, method, position, name, uploads],
+            [extract_md, download, table, vector_dd, vector_md],
+            api_name="extract",
+            **model_work,
+        )
+        gr.on(
+            [vector_dd.change, series.change],
+            on_layers,
+            [vector_dd, series, uploads],
+            [plot, layers_md],
+            api_name="layers",
+        )
+        vector_dd.change(
+            on_vector_selected,
+            [vector_dd, uploads],
+            [chat_layers, strength, scale, examples],
+            api_name="vector_defaults",
+        )
+        gr.on(
+            [send_btn.click, msg.submit],
+            on_chat,
+            [msg, vector_dd, chat_layers, strength, scale, chat_position, max_new, temperature, seed, history, uploads],
+            [plain_bot, steered_bot, plain_md, steered_md, history, msg],
+            api_name="chat",
+            **model_work,
+        )
         # Cosmetic events: no model work, not part of the API.
         cosmetic = dict(api_visibility="private", queue=False)
         scale.input(strength_slider, [scale, strength], strength, **cosmetic)
         examples.input(lambda text: text, examples, msg, **cosmetic)
-        clear_btn.click(lambda: ([], [], "", "", {side: [] for side in SIDES}), None,
-                        [plain_bot, steered_bot, plain_md, steered_md, history], **cosmetic)
+        clear_btn.click(
+            lambda: ([], [], "", "", {side: [] for side in SIDES}),
+            None,
+            [plain_bot, steered_bot, plain_md, steered_md, history],
+            **cosmetic,
+        )
     demo.queue(default_concurrency_limit=1)
     return demo
 
 
 def launch_kwargs() -> dict:
     """What every launch needs (the tests use it too): offline theme, upload limit, downloads from vectors/."""
-    return dict(theme=THEME, css=CSS, max_file_size=f"{MAX_UPLOAD_MB}mb", allowed_paths=[str(VECTOR_DIR)],
-                footer_links=["api", "settings"])
+    return dict(
+        theme=THEME,
+        css=CSS,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        allowed_paths=[str(VECTOR_DIR)],
+        footer_links=["api", "settings"],
+    )
 
 
 demo = build_demo()
@@ -509,7 +670,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=os.environ.get("STEERING_MODEL"), help="preload this model at start")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     args = parser.parse_args(argv)
-    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    host = (
+        args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    )
     port = args.port or int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     if args.model:
         HOLDER.load(args.model)

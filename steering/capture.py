@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .models import LoadedModel, base_model
+from .models import LoadedModel, base_model, parse_layers
 from .templates import Rendered, render_reply
 
 POSITIONS = ("last", "mean")
@@ -86,7 +86,7 @@ def capture(
     """Hidden states at `layers` for each text templated as an assistant reply (see templates.py)."""
     if position not in POSITIONS:
         raise ValueError(f"unknown read position {position!r}: expected one of {', '.join(POSITIONS)}")
-    layers = sorted(set(layers))
+    layers = parse_layers(list(layers), loaded.num_layers)  # sorted, unique, negatives resolved, range-checked
     if rendered is None:
         topics = topics or [None] * len(texts)
         rendered = [render_reply(loaded.tokenizer, t, tp, lang, system_prompt) for t, tp in zip(texts, topics)]

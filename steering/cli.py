@@ -185,6 +185,67 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .interop import export_vector, read_vector
+
+    out = export_vector(args.vector, args.format, args.out, overwrite=args.overwrite, model_hint=args.model_hint)
+    directions, meta, stats = read_vector(out)  # read back what was written: the file is loadable
+    info = {"source": str(args.vector), "out": str(out), "format": args.format, "layers": sorted(directions),
+            "hidden_size": int(next(iter(directions.values())).numel())}
+    if args.format == "gguf":
+        from gguf import GGUFReader
+
+        fields = GGUFReader(out).fields
+        info["scale"] = fields["steering.scale"].contents()
+        info["model_hint"] = fields["controlvector.model_hint"].contents()
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+        return 0
+    layers = info["layers"]
+    print(f"exported {args.vector} -> {out} ({args.format}: {len(layers)} layers {layers[0]}–{layers[-1]}, "
+          f"hidden size {info['hidden_size']})")
+    if args.format == "gguf":
+        strength_note = ("each direction is the layer's mean difference (scale 1.0 on one layer = calibrated 1.0)"
+                         if info["scale"] == "mean_diff" else "unit directions (no mean-difference stats recorded)")
+        print(f"llama.cpp: --control-vector-scaled {out} SCALE [--control-vector-layer-range A B]; "
+              f"direction.N steers block N's output; {strength_note}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .data import load_prompts
+    from .evaluate import cells_table, recommend, sweep
+    from .models import load_model
+    from .vectors import load_vector, save_vector
+
+    vector = load_vector(args.vector)
+    lang = vector.meta.get("lang", "en")
+    prompts = load_prompts(args.prompts or lang)[: args.max_prompts]
+    options = [o for o in args.layers.replace(";", " ").split() if o]
+    strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
+    loaded = load_model(args.model)
+    cells = sweep(loaded, vector, prompts, options, strengths, lang, args.scale, args.position, args.max_new_tokens,
+                  args.system, progress=None if args.json else _progress_bar("sweep"))
+    best = recommend(cells)
+    rec = {"layers": best.layers, "strength": best.strength, "scale": args.scale} if best else None
+    if args.report:
+        from .report import write_report
+
+        for path in write_report(cells, args.report, f"sweep_{vector.name}", f"Sweep: {vector.name}"):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.recommend and rec and vector.path and vector.path.suffix == ".pt":
+        vector.meta["recommended"] = rec
+        save_vector(vector, vector.path, overwrite=True)
+    if args.json:
+        print(json.dumps({"cells": cells_table(cells), "recommended": rec}, ensure_ascii=False))
+    else:
+        for row in cells_table(cells):
+            print(f"layers {row['layers']:>6}  strength {row['strength']:5g}  style {row['style']:6.2f}  "
+                  f"markers {row['marker_share']:4.0%}  broken {row['broken_share']:4.0%}")
+        print(f"recommended: {rec}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steering", description="Gyaru steering vectors: extract, inspect, steer.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -245,16 +306,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
     p.set_defaults(func=cmd_generate)
 
-    for register in _extra_commands():
-        register(sub)
+    p = sub.add_parser("export", help="write a vector as a llama.cpp control vector (.gguf) or .safetensors")
+    p.add_argument("vector", type=Path, help="vector file (.pt with its .json, .safetensors or .gguf)")
+    p.add_argument("--format", required=True, choices=["gguf", "safetensors"])
+    p.add_argument("--out", required=True, type=Path, help="output file (.gguf or .safetensors to match --format)")
+    p.add_argument("--model-hint", default=None,
+                   help="controlvector.model_hint for gguf (default: the vector's model type, else llama)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sweep", help="layer x strength grid over prompts: style and breakage, heatmaps, report")
+    p.add_argument("--model", default="bundled")
+    p.add_argument("--vector", required=True, type=Path)
+    p.add_argument("--prompts", default=None, help="prompt file (default: the vector's language set)")
+    p.add_argument("--max-prompts", type=int, default=16)
+    p.add_argument("--layers", default="6-10 10-14 14-18", help="layer options separated by spaces or ';', e.g. '8 4-8 8-12'")
+    p.add_argument("--strengths", default="0,1,2,3,4", help="comma-separated, e.g. 0,1,2,4")
+    p.add_argument("--scale", default="calibrated", choices=["calibrated", "raw"])
+    p.add_argument("--position", default="all", choices=["all", "generated", "last"])
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--system", default=None, help="system prompt (e.g. a 'talk like a gal' baseline)")
+    p.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON, heatmaps and a markdown summary")
+    p.add_argument("--recommend", action="store_true", help="write the recommended setting into the vector's .json")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
     return parser
-
-
-def _extra_commands():
-    """Sub-commands that live beside their modules (generate, sweep, export)."""
-    from .cli_more import COMMANDS
-
-    return COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:

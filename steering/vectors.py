@@ -109,12 +109,14 @@ def load_vector(path: str | Path) -> SteeringVector:
     if suffix == ".pt":
         directions = validate_directions(_load_pt(path), str(path))
     elif suffix in (".safetensors", ".gguf"):
-        from .interop import read_directions
+        from .interop import read_vector
 
-        directions = validate_directions(read_directions(path), str(path))
+        raw, meta, stats = read_vector(path)  # meta and stats travel inside the file
+        directions = validate_directions(raw, str(path))
     else:
         raise VectorFileError(f"{path}: unknown vector format {suffix!r}: expected one of {', '.join(SUFFIXES)}")
-    meta, stats = _load_sidecar(sidecar_path(path)) if suffix == ".pt" else ({}, {})
+    if suffix == ".pt":
+        meta, stats = _load_sidecar(sidecar_path(path))
     return SteeringVector(directions=directions, meta=meta, stats=stats, path=path)
 
 
@@ -123,10 +125,13 @@ def _load_sidecar(path: Path) -> tuple[dict, dict[int, dict]]:
         return {}, {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        warnings.warn(f"{path}: sidecar is not valid JSON ({exc}); loading the vector without metadata")
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        stats = {int(k): v for k, v in data.pop("layers", {}).items()}
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        warnings.warn(f"{path}: sidecar is not valid JSON ({exc}); loading the vector without metadata",
+                      stacklevel=3)
         return {}, {}
-    stats = {int(k): v for k, v in data.pop("layers", {}).items()}
     return data, stats
 
 

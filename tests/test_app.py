@@ -26,7 +26,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def url():
     app.demo.queue(default_concurrency_limit=1).launch(
-        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs())
+        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
+    )
     yield app.demo.local_url
     app.demo.close()
 
@@ -40,7 +41,8 @@ def client(url):
 def vector_path(client):
     """One small extraction on the bundled English data; its files are removed afterwards."""
     summary, files, table, dropdown, note = client.predict(
-        "en", None, "gyaru-vs-standard", 6, "8-12", "mean_diff", "last", "test-app-vector", api_name="/extract")
+        "en", None, "gyaru-vs-standard", 6, "8-12", "mean_diff", "last", "test-app-vector", api_name="/extract"
+    )
     path = Path(dropdown["value"])  # the dropdown comes back as an update: new choices, new value
     yield path, summary, files, table
     for leftover in (path, path.with_suffix(".json")):
@@ -101,18 +103,26 @@ def test_layers_returns_a_figure(client, vector_path):
     assert "suggested" in note
 
 
-def test_layers_of_a_bare_vector(client, vector_path):
-    """A reference-style .pt with no sidecar still plots norms and adjacent cosines, and says what is missing."""
+def test_upload_bare_vector_and_plot_its_layers(client, vector_path, tmp_path):
+    """A reference-style .pt with no sidecar, uploaded: it joins this session's list and still plots."""
     path, *_ = vector_path
-    bare = app.VECTOR_DIR / "test-app-bare.pt"
+    bare = tmp_path / "bare-reference.pt"
     bare.write_bytes(path.read_bytes())
-    try:
-        client.predict(None, api_name="/list_vectors")  # the new file joins this session's vector list
-        figure, note = client.predict(str(bare), [], api_name="/layers")
-        assert figure["type"] == "plotly" and "adjacent" in figure["plot"]
-        assert "no sidecar" in note
-    finally:
-        bare.unlink(missing_ok=True)
+    dropdown, note = client.predict([gradio_client.handle_file(str(bare))], None, api_name="/upload_vector")
+    uploaded = dropdown["value"]
+    assert uploaded.endswith("bare-reference.pt") and uploaded in [value for _, value in dropdown["choices"]]
+    figure, note = client.predict(uploaded, [], api_name="/layers")
+    assert figure["type"] == "plotly" and "adjacent" in figure["plot"]
+    assert "no sidecar" in note
+
+
+def test_upload_rejects_a_vector_for_another_model(client, tmp_path):
+    import torch
+
+    other = tmp_path / "other-model.pt"
+    torch.save({3: torch.ones(64)}, other)
+    dropdown, note = client.predict([gradio_client.handle_file(str(other))], None, api_name="/upload_vector")
+    assert not any(value.endswith("other-model.pt") for _, value in dropdown["choices"])
 
 
 def test_chat_steered_differs_and_hooks_are_removed(url, vector_path):
@@ -136,3 +146,16 @@ def test_chat_shows_markup_as_text(url, vector_path):
     path, *_ = vector_path
     plain, *_ = chat(url, path, 0.0, message="<b>hi</b> <script>alert(1)</script>")
     assert "<b>" not in text_of(plain[0]) and "&lt;b&gt;" in text_of(plain[0])
+
+
+def test_chat_is_multi_turn_per_column(url, vector_path):
+    """Each column keeps its own replies; the second turn is appended to both."""
+    path, *_ = vector_path
+    session = gradio_client.Client(url, verbose=False)
+    session.predict(api_name="/startup")
+    args = (str(path), "8-12", 4.0, "calibrated", "all", 8, 0.0, 0)
+    plain1, steered1, *_ = session.predict("Hi!", *args, api_name="/chat")
+    plain2, steered2, *_ = session.predict("Tell me more.", *args, api_name="/chat")
+    assert [m["role"] for m in plain2] == ["user", "assistant", "user", "assistant"] == [m["role"] for m in steered2]
+    assert text_of(plain2[1]) == text_of(plain1[1]) and text_of(steered2[1]) == text_of(steered1[1])
+    assert text_of(steered2[2]) == "Tell me more."

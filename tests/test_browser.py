@@ -6,6 +6,7 @@ requests nothing beyond the local server (no web fonts, CDN or analytics).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -14,16 +15,26 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); Playwright cannot download browsers here",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is missing (apt-get install -y chromium); Playwright cannot download browsers here",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api")
 app = pytest.importorskip("app")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOT_DIRS = [ROOT / "test-artifacts", ROOT / "docs" / "screenshots"]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
-NAME = "test-browser-vector"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+NAME = f"test-browser-{os.getpid()}"  # unique: other runs may share vectors/
 
 
 def free_port() -> int:
@@ -35,7 +46,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def url():
     app.demo.queue(default_concurrency_limit=1).launch(
-        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs())
+        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
+    )
     yield app.demo.local_url.rstrip("/")
     app.demo.close()
     for path in app.VECTOR_DIR.glob(f"{NAME}*"):  # the vectors this test extracted
@@ -64,7 +76,7 @@ def shot(page, name: str) -> None:
 
 def fill(page, elem_id: str, value: str) -> None:
     """Type into the input of a Gradio component found by elem_id, then leave it so the value is committed."""
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box = page.locator(f"#{elem_id} input:not([type=range]), #{elem_id} textarea").first
     box.fill(value)
     box.press("Tab")
 
@@ -80,7 +92,7 @@ def test_extract_layers_chat(page):
     fill(page, "extract-name", NAME)
     page.locator("#extract-btn").click()
     page.locator("#extract-status").get_by_text("saved").wait_for()
-    page.get_by_text("12 ★").first.wait_for()  # the per-layer table marks the suggested layer
+    page.locator("#extract-table").get_by_text("12 ★").first.wait_for(state="attached")  # suggested layer marked
     shot(page, "extract.png")
 
     # Layers: the plotly chart of the new vector
@@ -91,6 +103,7 @@ def test_extract_layers_chat(page):
 
     # Chat: short greedy replies in both columns
     page.get_by_role("tab", name="チャット / Chat").click()
+    fill(page, "strength", "4")
     fill(page, "max-new", "16")
     fill(page, "chat-msg", "How was your weekend?")
     page.locator("#send-btn").click()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -32,11 +34,32 @@ def assert_same(a, b):
         torch.testing.assert_close(a.states[layer], b.states[layer], **TOL)
 
 
-def reference_states(loaded, text: str, layers, position: str) -> dict[int, torch.Tensor]:
-    """A full, unhooked forward pass of one text: hidden_states[i + 1] is the output of block i."""
-    r = render_reply(loaded.tokenizer, text)
+def full_pass(loaded, input_ids: list[int]):
+    """A full forward pass with output_hidden_states, on a private copy of the model.
+
+    transformers installs permanent output-capturing hooks on a model the first time hidden states are asked
+    for; running this on a copy keeps the shared session models hook-free for other tests' hook checks.
+    """
+    key = id(loaded.model)
+    if key not in _TWINS:
+        _TWINS[key] = copy.deepcopy(loaded.model)
     with torch.inference_mode():
-        out = loaded.model(input_ids=torch.tensor([r.input_ids]), output_hidden_states=True, use_cache=False)
+        return _TWINS[key](input_ids=torch.tensor([input_ids]), output_hidden_states=True, use_cache=False)
+
+
+_TWINS: dict[int, torch.nn.Module] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_twins():
+    yield
+    _TWINS.clear()
+
+
+def reference_states(loaded, text: str, layers, position: str) -> dict[int, torch.Tensor]:
+    """hidden_states[i + 1] of a full, unhooked pass is the output of block i."""
+    r = render_reply(loaded.tokenizer, text)
+    out = full_pass(loaded, r.input_ids)
     rows = {}
     for layer in layers:
         hidden = out.hidden_states[layer + 1][0].float()
@@ -91,8 +114,7 @@ def test_early_stop_matches_full_pass(request, fixture, position):
 
 def test_read_token_is_hidden_state_at_last(tiny_qwen2):
     r = render_reply(tiny_qwen2.tokenizer, TEXTS[3])
-    with torch.inference_mode():
-        out = tiny_qwen2.model(input_ids=torch.tensor([r.input_ids]), output_hidden_states=True, use_cache=False)
+    out = full_pass(tiny_qwen2, r.input_ids)
     got = capture(tiny_qwen2, [TEXTS[3]], [1]).states[1][0]
     hidden = out.hidden_states[2][0]
     torch.testing.assert_close(got, hidden[r.last], **TOL)
@@ -186,10 +208,27 @@ def test_residual_norm_value(tiny_qwen2):
     norms = []
     for text in texts:
         r = render_reply(tiny_qwen2.tokenizer, text)
-        with torch.inference_mode():
-            out = tiny_qwen2.model(input_ids=torch.tensor([r.input_ids]), output_hidden_states=True, use_cache=False)
+        out = full_pass(tiny_qwen2, r.input_ids)
         norms.append(out.hidden_states[layer + 1][0, 1:].float().norm(dim=-1))
     expected = float(torch.cat(norms).median())
     for side in ("right", "left"):
         got = capture(tiny_qwen2, texts, [layer], batch_size=3, padding_side=side).residual_norm[layer]
         assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_negative_and_out_of_range_layers(tiny_qwen2):
+    # -1 is the last block; mixing it with a shallower layer must not stop the pass before block 3 runs
+    mixed = capture(tiny_qwen2, TEXTS[:2], [-1, 1])
+    plain = capture(tiny_qwen2, TEXTS[:2], [1, 3])
+    assert sorted(mixed.states) == [1, 3]
+    assert_same(mixed, plain)
+    assert mixed.residual_norm[3] > 0
+    with pytest.raises(ValueError, match="out of range"):
+        capture(tiny_qwen2, TEXTS[:2], [7])
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2", "tiny_llama", "bundled"])
+def test_shared_models_stay_hook_free(request, fixture):
+    """Runs after the tests above: nothing here may leave hooks on the session models other files share."""
+    model = request.getfixturevalue(fixture).model
+    assert hook_snapshot(model) == {}

@@ -257,6 +257,7 @@ def test_model_generates_normally_after_extraction(tiny_qwen2):
     assert {name: id(m) for name, m in model.named_modules()} == named_before
     assert {name: m.forward for name, m in model.named_modules()} == forward_before
     assert not model.training
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert torch.equal(generate(), before_out)
 
 

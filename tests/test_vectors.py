@@ -100,6 +100,15 @@ def test_broken_sidecar_warns_and_loads(tmp_path):
     assert vec.meta == {} and vec.layers == [8, 9, 10]
 
 
+@pytest.mark.parametrize("sidecar", ["[1, 2]", "null", '{"layers": {"a": 1}}', '{"layers": [1]}', '"text"'])
+def test_malformed_sidecar_warns_and_loads(tmp_path, sidecar):
+    path = save_vector(make_vector(), tmp_path / "v.pt")
+    sidecar_path(path).write_text(sidecar, encoding="utf-8")
+    with pytest.warns(UserWarning, match="sidecar"):
+        vec = load_vector(path)
+    assert vec.meta == {} and vec.stats == {} and vec.layers == [8, 9, 10]
+
+
 class Payload:
     """Unpickling this would create `marker` — if the loader ever ran code from the file."""
 
