@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import gc
 import html
+import logging
+import math
 import os
+import re
 import shutil
 import tempfile
 import threading
+from contextlib import closing
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
@@ -26,11 +30,13 @@ from plotly.subplots import make_subplots  # noqa: E402
 
 from steering.cli import STAT_COLUMNS  # noqa: E402
 from steering.data import CONTRASTS, DatasetError, load_prompts  # noqa: E402
+from steering.evaluate import SweepCell, cells_table, recommend, sweep  # noqa: E402
 from steering.extract import METHODS  # noqa: E402
 from steering.generate import GenerationSettings, stream_batch  # noqa: E402
-from steering.models import BUNDLED, LoadedModel, load_model  # noqa: E402
+from steering.models import BUNDLED, LoadedModel, check_loadable, load_model  # noqa: E402
 from steering.pipeline import extract_and_save  # noqa: E402
-from steering.steer import POSITIONS, SCALES, Steering  # noqa: E402
+from steering.report import heatmap  # noqa: E402
+from steering.steer import POSITIONS, SCALES, Steering, strength_warning  # noqa: E402
 from steering.style import guess_lang, style_score  # noqa: E402
 from steering.vectors import SUFFIXES, SteeringVector, VectorFileError, check_fits, load_vector, unique_path  # noqa: E402
 
@@ -41,6 +47,7 @@ try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
 except ImportError:
     gpu = lambda fn: fn  # noqa: E731
 
+LOG = logging.getLogger("gyaru-studio")
 ROOT = Path(__file__).resolve().parent
 VECTOR_DIR = ROOT / "vectors"
 MAX_UPLOAD_MB = 32
@@ -59,6 +66,10 @@ DATASETS = [
 ]
 # Slider range per strength scale: calibrated 1.0 = one mean difference; raw is a unit vector × strength.
 STRENGTH_RANGE = {"calibrated": (-4.0, 8.0, 0.25), "raw": (-50.0, 200.0, 0.5)}
+# Sweep tab: default strengths per scale, and grid limits (each layer option is one batched generate call of
+# strengths × prompts rows; a bigger grid is a job for `python -m steering sweep`).
+SWEEP_STRENGTHS = {"calibrated": "0,1,2,3,4", "raw": "0,4,8,12,16"}
+MAX_SWEEP_OPTIONS, MAX_SWEEP_STRENGTHS = 8, 12
 # Layers-tab series: label -> (stat key in the sidecar, drawn on the secondary "norm" axis)
 SERIES = {
     "cos(方向, 平均差) / cos(direction, mean diff)": ("cos_mean_diff", False),
@@ -106,8 +117,11 @@ class ModelHolder:
         with self.lock:
             if self.loaded is not None and self.loaded.spec == spec:
                 return self.loaded
-            # Release the old model first so two never sit in memory together; if loading fails, the bundled
-            # model is loaded again on the next request that needs one.
+            # What fails without loading (4-bit without CUDA, a missing path) fails here, and everyone keeps the
+            # current model.
+            check_loadable(spec)
+            # Release the old model first so two never sit in memory together; if loading still fails (e.g. the
+            # hub is unreachable), the bundled model is loaded again on the next request that needs one.
             self.loaded = None
             gc.collect()
             if torch.cuda.is_available():
@@ -183,25 +197,32 @@ def layer_text(layers: list[int]) -> str:
     return ",".join(map(str, layers))
 
 
-def has_stats(vector: SteeringVector) -> bool:
-    """Whether extraction stats were recorded (a sidecar, or metadata inside a .safetensors/.gguf file): the
-    calibrated scale and the full Layers chart need them; a bare reference-style file has none."""
-    return any("mean_diff_norm" in s for s in vector.stats.values())
-
-
 def chat_defaults(vector: SteeringVector) -> tuple[str, float, str]:
     """(layers, strength, scale): the vector's "recommended" meta, else suggested layer ±2 at strength 2.0.
 
     A bare .pt has no recorded mean-difference norms, so only the raw scale works; 8.0 raw is the reference's
     weakest audible setting.
     """
-    rec = vector.meta.get("recommended") or {}
+    rec = vector.meta.get("recommended")
+    rec = rec if isinstance(rec, dict) else {}
     center = vector.meta.get("suggested_layer", vector.layers[len(vector.layers) // 2])
     band = [layer for layer in range(center - 2, center + 3) if layer in vector.directions] or vector.layers
     layers = rec.get("layers") or band
-    scale = rec.get("scale") or ("calibrated" if has_stats(vector) else "raw")
+    layers = layers if isinstance(layers, str) else layer_text([int(layer) for layer in layers])
+    scale = rec.get("scale") if rec.get("scale") in SCALES else ("calibrated" if vector.calibrated else "raw")
     strength = float(rec.get("strength", 2.0 if scale == "calibrated" else 8.0))
-    return layer_text(layers), strength, scale
+    return layers, strength, scale
+
+
+def sweep_layer_options(vector: SteeringVector) -> str:
+    """Three 5-layer bands around the suggested layer (those the vector has), e.g. '8-12 12-16 16-20'."""
+    center = vector.meta.get("suggested_layer", vector.layers[len(vector.layers) // 2])
+    options: list[str] = []
+    for low in (center - 6, center - 2, center + 2):
+        band = [layer for layer in range(low, low + 5) if layer in vector.directions]
+        if band and layer_text(band) not in options:
+            options.append(layer_text(band))
+    return " ".join(options) or layer_text(vector.layers)
 
 
 def strength_slider(scale: str, value: float):
@@ -395,7 +416,7 @@ def on_layers(path: str | None, series: list[str], uploads: list[str]):
     if not path:  # an empty vector list (fired by the dropdown clearing) is not an error
         return None, "ベクトルを選んでね / pick a vector to see its layers"
     vector = open_vector(path, uploads)
-    if has_stats(vector):
+    if vector.calibrated:
         note = (
             f"{len(vector.layers)} layers from `{vector.meta.get('model', '?')}`, "
             f"{vector.meta.get('method', '?')}, {vector.meta.get('pairs', '?')} pairs; "
@@ -415,13 +436,23 @@ def on_layers(path: str | None, series: list[str], uploads: list[str]):
 
 
 def on_vector_selected(path: str | None, uploads: list[str]):
-    """Chat defaults and example prompts for the chosen vector (its recommended setting and language)."""
+    """Chat defaults and example prompts for the chosen vector (its recommended setting and language), and the
+    Sweep tab's layer options, strengths and scale."""
     if not path:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (gr.skip(),) * 7
     vector = open_vector(path, uploads)
     layers, strength, scale = chat_defaults(vector)
     prompts = load_prompts(vector.meta.get("lang", "ja"))
-    return layers, strength_slider(scale, strength), scale, gr.Dropdown(choices=prompts, value=None)
+    sweep_scale = "calibrated" if vector.calibrated else "raw"
+    return (
+        layers,
+        strength_slider(scale, strength),
+        scale,
+        gr.Dropdown(choices=prompts, value=None),
+        sweep_layer_options(vector),
+        SWEEP_STRENGTHS[sweep_scale],
+        sweep_scale,
+    )
 
 
 def shown(messages: list[dict]) -> list[dict]:
@@ -457,6 +488,12 @@ def on_chat(
     vector = open_vector(path, uploads)
     loaded = HOLDER.get()
     steering = Steering(vector, (layers or "").strip() or None, float(strength), scale, position)
+    try:
+        warning = strength_warning(steering)
+    except ValueError as exc:  # a non-finite strength
+        raise gr.Error(str(exc)) from None
+    if warning:
+        gr.Warning(warning)
     settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), seed=int(seed))
     lang = vector.meta.get("lang") or guess_lang(message)
     user = {"role": "user", "content": message}
@@ -478,12 +515,168 @@ def on_chat(
     texts = ["", ""]
     yield outputs(texts, history)
     try:
-        for texts in stream_batch(loaded, context, [0.0, float(strength)], steering, settings):
-            yield outputs(texts, history)
+        # closing(): when the client goes away Gradio closes this generator, and closing the stream at once stops
+        # the generate call (and removes its hooks) before the next request gets the model.
+        with closing(stream_batch(loaded, context, [0.0, float(strength)], steering, settings)) as stream:
+            for texts in stream:
+                yield outputs(texts, history)
     except (ValueError, VectorFileError) as exc:  # bad layer range, calibrated scale on a bare vector, ...
         raise gr.Error(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - anything inside generate (out of memory, a model bug): tell the user
+        LOG.exception("generation failed")
+        raise gr.Error(f"生成に失敗しました / generation failed: {type(exc).__name__}: {exc}") from None
     final = {side: history[side] + [user, {"role": "assistant", "content": t}] for side, t in zip(SIDES, texts)}
     yield outputs(texts, final)
+
+
+# --------------------------------------------------------------------------- handlers: sweep
+
+
+def parse_layer_options(text: str) -> list[str]:
+    """'6-10 10-14 14-18' -> ['6-10', '10-14', '14-18']: options are separated by spaces, ';' or '|' (commas stay
+    inside one option: '8,10,12')."""
+    options = [part.strip(",") for part in re.split(r"[\s;|]+", text or "") if part.strip(",")]
+    if not options:
+        raise gr.Error("レイヤー候補を書いてね / write at least one layer option, e.g. 6-10 10-14 14-18")
+    if len(options) > MAX_SWEEP_OPTIONS:
+        raise gr.Error(f"{len(options)} layer options: at most {MAX_SWEEP_OPTIONS} in the app")
+    return options
+
+
+def parse_strengths(text: str) -> list[float]:
+    """'0,1,2,3,4' (commas or spaces) -> [0.0, 1.0, 2.0, 3.0, 4.0], duplicates dropped, order kept."""
+    values: list[float] = []
+    for part in re.split(r"[\s,;]+", text or ""):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise gr.Error(f"strength {part!r} is not a number") from None
+        if not math.isfinite(value):
+            raise gr.Error(f"strength {part!r} is not a finite number")
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise gr.Error("強さを書いてね / write at least one strength, e.g. 0,1,2,3,4")
+    if len(values) > MAX_SWEEP_STRENGTHS:
+        raise gr.Error(f"{len(values)} strengths: at most {MAX_SWEEP_STRENGTHS} in the app")
+    return values
+
+
+def cell_label(cell: SweepCell) -> str:
+    return f"{layer_text(cell.layers)} @ {cell.strength:g}"
+
+
+def sweep_frame(cells: list[SweepCell]) -> pd.DataFrame:
+    """cells_table as a DataFrame (floats rounded), plus the first reply of each cell as a sample."""
+    frame = pd.DataFrame(cells_table(cells)).round(3)
+    frame.insert(0, "cell", [cell_label(c) for c in cells])
+    frame["sample reply"] = [(c.replies[0] if c.replies else "")[:120] for c in cells]
+    return frame
+
+
+def best_line(best: SweepCell | None) -> str:
+    if best is None:
+        return (
+            "おすすめなし / no recommendation: no non-zero strength added style over the plain replies while "
+            "keeping the broken share at or under 5 % (try more tokens, other strengths or other layers)"
+        )
+    s = best.summary
+    return (
+        f"★ おすすめ / recommended: layers **{layer_text(best.layers)}** @ strength **{best.strength:g}** — "
+        f"style {s['style']:.2f}, marker share {s['marker_share']:.0%}, broken {s['broken_share']:.0%}"
+    )
+
+
+@gpu
+def on_sweep(
+    path: str | None,
+    layer_options: str,
+    strengths: str,
+    n_prompts: float,
+    max_new_tokens: float,
+    scale: str,
+    uploads: list[str],
+    progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+):
+    """Greedy replies over a layers × strength grid on the vector's language prompts: two heatmaps, a table, the
+    recommended cell, and the cells to pick from for the Chat tab."""
+    vector = open_vector(path, uploads)
+    loaded = HOLDER.get()
+    options, values = parse_layer_options(layer_options), parse_strengths(strengths)
+    if scale == "calibrated" and not vector.calibrated:
+        raise gr.Error("this vector has no recorded mean-difference norms (no sidecar): use the raw scale")
+    try:  # resolve every option now (a bad one fails before any generation); equal ones are swept once
+        resolved = [Steering(vector, option, 0.0, scale).layer_list(loaded.num_layers) for option in options]
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    layer_lists = [layers for i, layers in enumerate(resolved) if layers not in resolved[:i]]
+    warning = strength_warning(Steering(vector, None, values, scale))
+    if warning:
+        gr.Warning(warning)
+    lang = vector.meta.get("lang") or "ja"
+    prompts = load_prompts(lang)[: max(1, int(n_prompts))]
+    progress(0, desc=f"スイープ中 / sweeping {len(layer_lists)} × {len(values)} cells on {len(prompts)} prompts")
+    try:
+        cells = sweep(
+            loaded,
+            vector,
+            prompts,
+            layer_lists,
+            values,
+            lang,
+            scale=scale,
+            max_new_tokens=int(max_new_tokens),
+            progress=lambda done, total: progress((done, total), desc="スイープ中 / sweeping", unit="layer options"),
+        )
+    except (ValueError, VectorFileError) as exc:
+        raise gr.Error(str(exc)) from None
+    best = recommend(cells)
+    labels = [cell_label(c) for c in cells]
+    state = {
+        "path": path,
+        "scale": scale,
+        "cells": {label: [layer_text(c.layers), c.strength] for label, c in zip(labels, cells)},
+        "best": cell_label(best) if best else None,
+    }
+    pick = state["best"] or next((label for label, c in zip(labels, cells) if c.strength != 0), labels[0])
+    return (
+        heatmap(cells, "style"),
+        heatmap(cells, "broken_share"),
+        sweep_frame(cells),
+        best_line(best),
+        gr.Dropdown(choices=labels, value=pick),
+        state,
+    )
+
+
+def apply_cell(label: str | None, state: dict | None, current_path: str | None):
+    """Set the Chat tab's layers, strength and scale to one sweep cell, and switch to the Chat tab."""
+    if not state or not state.get("cells"):
+        raise gr.Error("先にスイープしてね / run a sweep first")
+    if label not in state["cells"]:
+        raise gr.Error(f"unknown sweep cell {label!r}")
+    if current_path != state["path"]:
+        gr.Warning("the sweep was run on another vector than the one selected now")
+    layers, strength = state["cells"][label]
+    scale = state["scale"]
+    return layers, strength_slider(scale, strength), scale, gr.Tabs(selected="chat")
+
+
+def on_apply_best(state: dict | None, current_path: str | None):
+    if state and state.get("cells") and not state.get("best"):
+        raise gr.Error("おすすめなし / the sweep has no recommended cell: pick one from the list")
+    return apply_cell((state or {}).get("best"), state, current_path)
+
+
+def on_pick_row(state: dict | None, evt: gr.SelectData):
+    """Clicking a row of the sweep table picks that cell in the dropdown."""
+    labels = list((state or {}).get("cells", {}))
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not isinstance(row, int) or not 0 <= row < len(labels):
+        return gr.skip()
+    return gr.Dropdown(value=labels[row])
 
 
 # --------------------------------------------------------------------------- layout
@@ -519,8 +712,8 @@ def build_demo() -> gr.Blocks:
             )
         vector_md = gr.Markdown("")
 
-        with gr.Tabs():
-            with gr.Tab("抽出 / Extract"):
+        with gr.Tabs() as tabs:
+            with gr.Tab("抽出 / Extract", id="extract"):
                 with gr.Row():
                     dataset = gr.Radio(DATASETS, value="ja", label="データセット / Dataset")
                     data_file = gr.File(
@@ -548,12 +741,12 @@ def build_demo() -> gr.Blocks:
                     label="レイヤー別 / Per layer (★ = suggested)", interactive=False, elem_id="extract-table"
                 )
 
-            with gr.Tab("レイヤー / Layers"):
+            with gr.Tab("レイヤー / Layers", id="layers"):
                 series = gr.CheckboxGroup(list(SERIES), value=list(SERIES)[:3], label="系列 / Series")
                 plot = gr.Plot(label="レイヤー別 / Per layer", elem_id="layers-plot")
                 layers_md = gr.Markdown("")
 
-            with gr.Tab("チャット / Chat"):
+            with gr.Tab("チャット / Chat", id="chat"):
                 with gr.Row():
                     chat_layers = gr.Textbox("", label="レイヤー / Layers", placeholder="e.g. 10-14")
                     strength = gr.Slider(
@@ -597,6 +790,47 @@ def build_demo() -> gr.Blocks:
                     examples = gr.Dropdown(load_prompts("ja"), value=None, label="例 / Example prompts", scale=4)
                     clear_btn = gr.Button("クリア / Clear", scale=1)
 
+            with gr.Tab("スイープ / Sweep", id="sweep"):
+                gr.Markdown(
+                    "レイヤー候補 × 強さ の表を、ベクトルの言語の質問で試す(greedy)。 / Try every layer option × "
+                    "strength on the vector's language prompts (greedy): style and broken share per cell."
+                )
+                with gr.Row():
+                    sweep_layers = gr.Textbox(
+                        "6-10 10-14 14-18",
+                        label="レイヤー候補 / Layer options (space-separated)",
+                        elem_id="sweep-layers",
+                    )
+                    sweep_strengths = gr.Textbox(
+                        SWEEP_STRENGTHS["calibrated"],
+                        label="強さ / Strengths (comma-separated)",
+                        elem_id="sweep-strengths",
+                    )
+                    sweep_scale = gr.Radio(list(SCALES), value="calibrated", label="スケール / Scale")
+                with gr.Row():
+                    sweep_prompts = gr.Slider(2, 32, value=4, step=1, label="質問数 / Prompts", elem_id="sweep-prompts")
+                    sweep_tokens = gr.Slider(
+                        4, 128, value=32, step=1, label="最大トークン / Max new tokens", elem_id="sweep-tokens"
+                    )
+                sweep_btn = gr.Button("スイープ / Run sweep", variant="primary", elem_id="sweep-btn")
+                sweep_md = gr.Markdown("", elem_id="sweep-best")
+                with gr.Row():
+                    style_plot = gr.Plot(label="スタイル / Style", elem_id="sweep-style")
+                    broken_plot = gr.Plot(label="崩れ / Broken share", elem_id="sweep-broken")
+                sweep_table = gr.Dataframe(
+                    label="セル / Cells (click a row to pick it)", interactive=False, elem_id="sweep-table"
+                )
+                with gr.Row():
+                    sweep_pick = gr.Dropdown([], label="セル / Cell (layers @ strength)", scale=3)
+                    apply_pick_btn = gr.Button("チャットへ / Use in Chat", scale=1, elem_id="apply-pick-btn")
+                    apply_best_btn = gr.Button(
+                        "おすすめをチャットへ / Apply best to Chat",
+                        variant="primary",
+                        scale=1,
+                        elem_id="apply-best-btn",
+                    )
+                sweep_state = gr.State(None)  # this user's last sweep: cells by label, scale, best
+
         # Model work shares one queue slot (concurrency_id "model"): one generation or load at a time.
         model_work = dict(concurrency_limit=1, concurrency_id="model")
         load_btn.click(
@@ -624,7 +858,7 @@ def build_demo() -> gr.Blocks:
         vector_dd.change(
             on_vector_selected,
             [vector_dd, uploads],
-            [chat_layers, strength, scale, examples],
+            [chat_layers, strength, scale, examples, sweep_layers, sweep_strengths, sweep_scale],
             api_name="vector_defaults",
         )
         gr.on(
@@ -635,9 +869,21 @@ def build_demo() -> gr.Blocks:
             api_name="chat",
             **model_work,
         )
+        sweep_btn.click(
+            on_sweep,
+            [vector_dd, sweep_layers, sweep_strengths, sweep_prompts, sweep_tokens, sweep_scale, uploads],
+            [style_plot, broken_plot, sweep_table, sweep_md, sweep_pick, sweep_state],
+            api_name="sweep",
+            **model_work,
+        )
+        to_chat = [chat_layers, strength, scale, tabs]
+        apply_best_btn.click(on_apply_best, [sweep_state, vector_dd], to_chat, api_name="apply_best")
+        apply_pick_btn.click(apply_cell, [sweep_pick, sweep_state, vector_dd], to_chat, api_name="apply_cell")
         # Cosmetic events: no model work, not part of the API.
         cosmetic = dict(api_visibility="private", queue=False)
         scale.input(strength_slider, [scale, strength], strength, **cosmetic)
+        sweep_scale.input(lambda s: SWEEP_STRENGTHS[s], sweep_scale, sweep_strengths, **cosmetic)
+        sweep_table.select(on_pick_row, sweep_state, sweep_pick, **cosmetic)
         examples.input(lambda text: text, examples, msg, **cosmetic)
         clear_btn.click(
             lambda: ([], [], "", "", {side: [] for side in SIDES}),

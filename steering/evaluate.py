@@ -174,9 +174,11 @@ def sweep(
     max_new_tokens: int = 48,
     system_prompt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    repetition_penalty: float = 1.0,
 ) -> list[SweepCell]:
     """Greedy replies over a layer × strength grid; every strength of one layer option in one batched call."""
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, system_prompt=system_prompt)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, system_prompt=system_prompt,
+                                  repetition_penalty=repetition_penalty)
     conversations = [[{"role": "user", "content": p}] for p in prompts]
     cells: list[SweepCell] = []
     for i, layers in enumerate(layer_options):
@@ -193,8 +195,14 @@ def sweep(
 
 
 def recommend(cells: Sequence[SweepCell], max_broken: float = 0.05) -> SweepCell | None:
-    """The highest-style cell whose broken share is at most `max_broken` (ties: the smaller strength)."""
-    ok = [c for c in cells if c.summary["broken_share"] <= max_broken and c.strength != 0]
+    """The highest-style cell whose broken share is at most `max_broken` (ties: the smaller strength).
+
+    A cell must beat the plain model (strength 0 at the same layers, else style 0): a setting that adds no style
+    is no recommendation.
+    """
+    plain = {tuple(c.layers): c.summary["style"] for c in cells if c.strength == 0}
+    ok = [c for c in cells if c.strength != 0 and c.summary["broken_share"] <= max_broken
+          and c.summary["style"] > plain.get(tuple(c.layers), 0.0)]
     if not ok:
         return None
     return max(ok, key=lambda c: (round(c.summary["style"], 6), -abs(c.strength)))

@@ -282,6 +282,7 @@ def export_gguf(vector: SteeringVector, path: str | Path, model_hint: str | None
     from gguf import GGUFWriter
 
     path = _out_path(path, "gguf", overwrite)
+    validate_directions(vector.directions, str(vector.path or vector.name))  # NaN/inf: refuse, write nothing
     layers = [layer for layer in vector.layers if layer != 0]
     extra = {}
     if 0 in vector.directions:
@@ -321,7 +322,9 @@ def export_safetensors(vector: SteeringVector, path: str | Path, overwrite: bool
     from safetensors.torch import save_file
 
     path = _out_path(path, "safetensors", overwrite)
-    tensors = {f"layer.{layer}": vector.directions[layer].detach().float().cpu().contiguous()
+    validate_directions(vector.directions, str(vector.path or vector.name))  # NaN/inf: refuse, write nothing
+    # clone(): layers may share one tensor (e.g. a hand-made {layer: v for layer in ...} .pt), which save_file refuses
+    tensors = {f"layer.{layer}": vector.directions[layer].detach().float().cpu().contiguous().clone()
                for layer in vector.layers}
     metadata = {"format": "pt", "steering": _sidecar_json(vector), SCALE_KEY: SCALE_UNIT}
     tmp = path.with_name(path.name + ".tmp")

@@ -137,24 +137,39 @@ def _source(spec: str) -> tuple[str, dict]:
     return spec, {}
 
 
-def _quantization_kwargs(spec: str, quantize: str | None, dtype: torch.dtype) -> dict:
+def _needs_4bit(spec: str, quantize: str | None) -> bool:
+    """Whether `spec` loads in 4 bits; raises ModelLoadError when that needs a CUDA GPU this machine lacks."""
     prequantized = "bnb-4bit" in spec.lower()
     if quantize not in (None, "none", "4bit"):
         raise ValueError(f"unknown quantize={quantize!r}: expected None or '4bit'")
     if quantize != "4bit" and not prequantized:
-        return {}
+        return False
     if not torch.cuda.is_available():
         raise ModelLoadError(
             f"{'4-bit loading' if quantize == '4bit' else spec + ' is a 4-bit (bitsandbytes) model and'} needs a CUDA GPU; "
             "none is available here. Pick a non-quantized model (e.g. Qwen/Qwen2.5-0.5B-Instruct or the bundled one)."
         )
-    if prequantized:
+    return True
+
+
+def _quantization_kwargs(spec: str, quantize: str | None, dtype: torch.dtype) -> dict:
+    if not _needs_4bit(spec, quantize):
+        return {}
+    if "bnb-4bit" in spec.lower():
         return {"device_map": "auto"}
     from transformers import BitsAndBytesConfig  # imported only on the CUDA path
 
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                 bnb_4bit_use_double_quant=True)
     return {"quantization_config": config, "device_map": "auto"}
+
+
+def check_loadable(spec: str, quantize: str | None = None) -> None:
+    """Raise ModelLoadError now, loading nothing, for a spec that load_model would refuse: 4-bit without CUDA, a
+    missing local path or .gguf, a folder without config.json. A hub id passes (only a download can tell)."""
+    if spec != BUNDLED:  # the bundled model's folder is built on first use: nothing to check before that
+        _source(spec)
+    _needs_4bit(spec, quantize)
 
 
 def load_model(spec: str = BUNDLED, quantize: str | None = None, dtype: str | torch.dtype | None = None,

@@ -27,10 +27,11 @@ def extract_from_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[SteeringVector, dict[str, float]]:
     """Load pairs, extract, and build a SteeringVector with full metadata (not yet saved)."""
-    dataset = load_dataset(data, contrast=contrast)
+    if max_pairs is not None and max_pairs < 0:
+        raise ValueError(f"max_pairs must be at least 1 (or None for all pairs), got {max_pairs}")
+    # With max_pairs only that many entries are read and kept: a huge file costs no more memory than a small one.
+    dataset = load_dataset(data, contrast=contrast, max_entries=max_pairs or None)
     pairs = contrast_pairs(dataset, contrast)
-    if max_pairs:
-        pairs = pairs[:max_pairs]
     result = extract(loaded, [p.positive for p in pairs], [p.negative for p in pairs], layers=layers,
                      method=method, position=position, topics=[p.topic for p in pairs], lang=dataset.lang,
                      heldout_fraction=heldout_fraction, seed=seed, batch_size=batch_size, progress=progress)

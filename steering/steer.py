@@ -61,18 +61,24 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, torch.Tensor]
     if steering.scale not in SCALES:
         raise ValueError(f"unknown scale {steering.scale!r}: expected one of {', '.join(SCALES)}")
     layers = steering.layer_list(num_layers)
+    if steering.scale == "calibrated" and not steering.vector.calibrated:
+        raise ValueError("the vector has no recorded mean-difference norms (a bare .pt without its .json sidecar?), "
+                         "so the calibrated scale is unknown; use scale='raw'")
     pushes = {}
     for layer in layers:
         unit = steering.vector.directions[layer].float()
+        if not torch.isfinite(unit).all():
+            raise ValueError(f"layer {layer}: the vector's direction holds NaN or inf values")
         unit = unit / unit.norm().clamp_min(1e-12)
         if steering.scale == "raw":
             pushes[layer] = unit
             continue
-        stats = steering.vector.stats.get(layer, {})
-        if "mean_diff_norm" not in stats:
-            raise ValueError(f"layer {layer}: the vector has no recorded mean-difference norm (a bare .pt without "
-                             "its .json sidecar?), so the calibrated scale is unknown; use scale='raw'")
-        pushes[layer] = unit * float(stats["mean_diff_norm"]) / len(layers)
+        norm = steering.vector.stats[layer]["mean_diff_norm"]
+        if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0:
+            raise ValueError(f"layer {layer}: the recorded mean-difference norm is {norm!r}, not a finite positive "
+                             "number (an edited or damaged .json sidecar?), so the calibrated scale is unknown; "
+                             "use scale='raw'")
+        pushes[layer] = unit * float(norm) / len(layers)
     return pushes
 
 
@@ -84,13 +90,21 @@ def _strength_tensor(strength, rows: int | None) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def check_strengths(steering: Steering) -> None:
-    """Warn when a strength is far outside what ever produces readable text."""
+def strength_warning(steering: Steering) -> str | None:
+    """The warning for a strength far outside what ever produces readable text, else None (a UI can show it)."""
     limit = SANE_STRENGTH.get(steering.scale, math.inf)
     values = _strength_tensor(steering.strength, None)
     if values.abs().max() > limit:
-        warnings.warn(f"strength {values.abs().max().item():g} on the {steering.scale} scale is beyond "
-                      f"±{limit:g}; expect broken text", stacklevel=3)
+        return (f"strength {values.abs().max().item():g} on the {steering.scale} scale is beyond ±{limit:g}; "
+                "expect broken text")
+    return None
+
+
+def check_strengths(steering: Steering) -> None:
+    """Warn (UserWarning) when a strength is far outside what ever produces readable text."""
+    message = strength_warning(steering)
+    if message:
+        warnings.warn(message, stacklevel=3)
 
 
 class _LayerHook:

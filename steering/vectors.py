@@ -47,6 +47,12 @@ class SteeringVector:
         return bool(self.meta)
 
     @property
+    def calibrated(self) -> bool:
+        """Whether every layer has its mean-difference norm recorded (extraction stats, from a sidecar or inside a
+        .safetensors/.gguf file): the calibrated strength scale needs it; a bare reference-style file has none."""
+        return all("mean_diff_norm" in self.stats.get(layer, {}) for layer in self.directions)
+
+    @property
     def name(self) -> str:
         return self.path.stem if self.path else self.meta.get("name", "vector")
 
@@ -156,30 +162,50 @@ def save_preflight(path: str | Path, overwrite: bool = False) -> Path:
 
 
 def save_vector(vector: SteeringVector, path: str | Path, overwrite: bool = False) -> Path:
-    """Write NAME.pt (reference format, int keys, float32) and NAME.json; refuses to clobber unless asked."""
+    """Write NAME.pt (reference format, int keys, float32) and NAME.json; refuses to clobber unless asked.
+
+    Refuses (writing nothing) directions that load_vector would refuse: NaN/inf values, mixed sizes, non-1-D.
+    """
     path = save_preflight(path, overwrite)
+    validate_directions(vector.directions, str(path))
     side = sidecar_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**vector.meta, "hidden_size": vector.hidden_size, "vector_layers": vector.layers,
             "library_version": __version__}
     meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tmp = path.with_suffix(".pt.tmp")
-    torch.save({int(k): v.detach().float().cpu().contiguous() for k, v in vector.directions.items()}, tmp)
     side_tmp = side.with_suffix(".json.tmp")
-    side_tmp.write_text(json.dumps(_json_safe({**meta, "layers": vector.stats}), ensure_ascii=False, indent=2),
-                        encoding="utf-8")
-    tmp.replace(path)
-    side_tmp.replace(side)
+    try:  # both files are written aside first: a failed save (disk full...) leaves no partial file behind
+        torch.save({int(k): v.detach().float().cpu().contiguous() for k, v in vector.directions.items()}, tmp)
+        side_tmp.write_text(json.dumps(_json_safe({**meta, "layers": vector.stats}), ensure_ascii=False, indent=2),
+                            encoding="utf-8")
+        tmp.replace(path)
+        side_tmp.replace(side)
+    finally:
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
     vector.path, vector.meta = path, meta
     return path
 
 
+# Device names Windows refuses as a file name, with or without an extension ("con.pt", "NUL.json").
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
 def safe_name(name: str) -> str:
-    """A file-name stem with no path parts or odd characters ('../x y' -> 'x_y')."""
+    """A file-name stem with no path parts or odd characters ('../x y' -> 'x_y'), at most 80 characters.
+
+    Characters outside A-Z a-z 0-9 . _ - become '_' (so a name in kana/kanji only becomes "vector"); a Windows
+    device name gets a '_' ("con" -> "con_").
+    """
     stem = Path(str(name).replace("\\", "/")).name
     stem = re.sub(r"\.(pt|json|gguf|safetensors)$", "", stem, flags=re.I)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")
-    return stem[:80] or "vector"
+    stem = stem[:80].strip("._-") or "vector"
+    base, dot, rest = stem.partition(".")
+    if base.upper() in _RESERVED:
+        stem = f"{base}_{dot}{rest}"
+    return stem
 
 
 def unique_path(folder: str | Path, name: str, suffix: str = ".pt") -> Path:

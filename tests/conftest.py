@@ -110,3 +110,27 @@ def bundled() -> LoadedModel:
     from steering.models import load_model
 
     return load_model("bundled")
+
+
+# --------------------------------------------------------------------------- the app, launched in-process
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """app.py launched in-process on a free local port for one test module (closed afterwards); its URL without
+    the trailing slash. Skips when gradio (or the app's other extras) is missing."""
+    app = pytest.importorskip("app")
+    app.demo.queue(default_concurrency_limit=1).launch(
+        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
+    )
+    yield app.demo.local_url.rstrip("/")
+    app.demo.close()

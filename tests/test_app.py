@@ -5,7 +5,8 @@ Generation is kept tiny (greedy, 12 new tokens) and extraction uses 6 pairs: the
 
 from __future__ import annotations
 
-import socket
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,19 +18,9 @@ from steering.steer import hooks_left  # noqa: E402
 from steering.vectors import load_vector  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def url():
-    app.demo.queue(default_concurrency_limit=1).launch(
-        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
-    )
-    yield app.demo.local_url
-    app.demo.close()
+def url(app_url):
+    return app_url  # conftest.app_url: the app launched in-process for this module
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +57,7 @@ def chat(url, vector: Path, strength: float, message: str = "How are you today?"
 
 def test_endpoints_are_named(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/load_model", "/extract", "/layers", "/chat"} <= names
+    assert {"/load_model", "/extract", "/layers", "/chat", "/sweep", "/apply_best", "/apply_cell"} <= names
 
 
 def test_load_model_bundled(client):
@@ -79,8 +70,12 @@ def test_load_4bit_without_cuda_is_a_message_not_a_crash(client):
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here: the 4-bit model would really load")
+    client.predict("bundled", api_name="/load_model")
+    kept = app.HOLDER.loaded
     status, *_ = client.predict("unsloth/Qwen2.5-32B-Instruct-bnb-4bit", api_name="/load_model")
     assert "CUDA" in status
+    assert app.HOLDER.loaded is kept, "a request that fails before loading must keep everyone's model"
+    assert "SmolLM2-135M-Instruct" in status  # the status line still shows the kept model
     status, *_ = client.predict("bundled", api_name="/load_model")  # back to the small model for the rest
     assert "SmolLM2-135M-Instruct" in status
 
@@ -159,3 +154,97 @@ def test_chat_is_multi_turn_per_column(url, vector_path):
     assert [m["role"] for m in plain2] == ["user", "assistant", "user", "assistant"] == [m["role"] for m in steered2]
     assert text_of(plain2[1]) == text_of(plain1[1]) and text_of(steered2[1]) == text_of(steered1[1])
     assert text_of(steered2[2]) == "Tell me more."
+
+
+def test_missing_local_model_keeps_the_current_one(client, tmp_path):
+    kept = app.HOLDER.get()
+    status, *_ = client.predict(str(tmp_path / "no-such-model.gguf"), api_name="/load_model")
+    assert "not found" in status and "SmolLM2-135M-Instruct" in status
+    assert app.HOLDER.loaded is kept
+
+
+@pytest.fixture
+def recommended_vector(vector_path):
+    """A copy of the extracted vector whose sidecar carries a "recommended" setting."""
+    path, *_ = vector_path
+    copy = path.with_name(f"{path.stem}-rec.pt")
+    shutil.copy(path, copy)
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    meta["recommended"] = {"layers": [9, 10, 11], "strength": 3.5, "scale": "calibrated"}
+    copy.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    yield copy
+    for leftover in (copy, copy.with_suffix(".json")):
+        leftover.unlink(missing_ok=True)
+
+
+def test_vector_defaults_use_the_recommended_setting(url, vector_path, recommended_vector):
+    client = sweep_session(url)  # a page load after the file appeared: it is in this session's list
+    layers, strength, scale, _examples, sweep_layers, sweep_strengths, sweep_scale = client.predict(
+        str(recommended_vector), api_name="/vector_defaults"
+    )
+    assert (layers, strength["value"], scale) == ("9-11", 3.5, "calibrated")
+    assert sweep_layers == "8-10 10-12" and sweep_strengths == "0,1,2,3,4" and sweep_scale == "calibrated"
+    path, *_ = vector_path  # no "recommended": suggested layer ±2 (those the vector has) at strength 2
+    layers, strength, scale, *_ = client.predict(str(path), api_name="/vector_defaults")
+    assert (layers, strength["value"], scale) == ("10-12", 2.0, "calibrated")
+
+
+def sweep_session(url):
+    session = gradio_client.Client(url, verbose=False)
+    session.predict(api_name="/startup")
+    return session
+
+
+def test_sweep_shows_heatmaps_and_table_and_applies_cells_to_chat(url, vector_path, monkeypatch):
+    """2 layer options × strengths 0, 2 on 2 prompts, 8 tokens. Which cell is best depends on the model's replies
+    (8 greedy tokens rarely hold a marker), so recommend() is pinned here; test_evaluate tests recommend()."""
+    path, *_ = vector_path
+    monkeypatch.setattr(app, "recommend", lambda cells: cells[-1])
+    session = sweep_session(url)
+    style, broken, table, best, pick = session.predict(
+        str(path), "8-10 10-12", "0,2", 2, 8, "calibrated", api_name="/sweep"
+    )
+    for figure, title in ((style, "Style"), (broken, "Broken")):
+        assert figure["type"] == "plotly" and title in figure["plot"] and '"heatmap"' in figure["plot"]
+    assert len(table["data"]) == 4
+    assert [row[0] for row in table["data"]] == ["8-10 @ 0", "8-10 @ 2", "10-12 @ 0", "10-12 @ 2"]
+    assert {"style", "broken_share", "marker_share"} <= set(table["headers"])
+    assert "10-12" in best and "2" in best
+    assert pick["value"] == "10-12 @ 2" and len(pick["choices"]) == 4
+    assert hooks_left(app.HOLDER.loaded.model) == 0
+
+    layers, strength, scale = session.predict(str(path), api_name="/apply_best")
+    assert (layers, strength["value"], scale) == ("10-12", 2.0, "calibrated")
+    layers, strength, scale = session.predict("8-10 @ 2", str(path), api_name="/apply_cell")
+    assert (layers, strength["value"], scale) == ("8-10", 2.0, "calibrated")
+    # another session has no sweep of its own
+    with pytest.raises(gradio_client.exceptions.AppError, match="sweep first"):
+        sweep_session(url).predict(str(path), api_name="/apply_best")
+
+
+def test_sweep_without_a_recommendation(url, vector_path, monkeypatch):
+    path, *_ = vector_path
+    monkeypatch.setattr(app, "recommend", lambda cells: None)
+    session = sweep_session(url)
+    *_, table, best, pick = session.predict(str(path), "10-12", "0 2", 2, 4, "calibrated", api_name="/sweep")
+    assert len(table["data"]) == 2 and "no recommendation" in best and pick["value"] == "10-12 @ 2"
+    with pytest.raises(gradio_client.exceptions.AppError, match="no recommended cell"):
+        session.predict(str(path), api_name="/apply_best")
+    layers, strength, scale = session.predict("10-12 @ 2", str(path), api_name="/apply_cell")
+    assert (layers, strength["value"]) == ("10-12", 2.0)
+
+
+@pytest.mark.parametrize(
+    "layers, strengths, message",
+    [
+        ("8-10 40-44", "0,2", "out of range"),
+        ("3-5", "0,2", "no direction"),
+        ("8-10", "0,x", "not a number"),
+        ("", "0,2", "layer option"),
+        ("8-10", "", "strength"),
+    ],
+)
+def test_sweep_refuses_bad_grids_before_generating(client, vector_path, layers, strengths, message):
+    path, *_ = vector_path
+    with pytest.raises(gradio_client.exceptions.AppError, match=message):
+        client.predict(str(path), layers, strengths, 2, 8, "calibrated", api_name="/sweep")

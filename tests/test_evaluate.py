@@ -73,6 +73,8 @@ def test_recommend_takes_the_best_style_within_the_breakage_budget():
     best = recommend(cells)
     assert (best.layers, best.strength) == ([10], 2.0)
     assert recommend([_cell([8], 4.0, 9.0, 0.5)]) is None
+    # no style gained over the plain model at those layers: nothing to recommend
+    assert recommend([_cell([8], 0.0, 1.0, 0.0), _cell([8], 2.0, 1.0, 0.0), _cell([8], 3.0, 0.0, 0.0)]) is None
 
 
 def test_sweep_runs_the_grid_and_strength_zero_is_plain(bundled):

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from steering.models import LoadedModel, ModelLoadError, find_decoder_layers, load_model, parse_layers
+from steering.models import (
+    LoadedModel,
+    ModelLoadError,
+    check_loadable,
+    find_decoder_layers,
+    load_model,
+    parse_layers,
+)
 
 VOCAB = 128
 
@@ -161,6 +168,30 @@ def test_folder_without_config(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
     with pytest.raises(ModelLoadError, match="config.json"):
         load_model(str(tmp_path))
+
+
+def test_check_loadable_fails_early_without_loading(tmp_path, monkeypatch):
+    """The failures load_model would hit before touching weights are raised by check_loadable alone."""
+    import transformers
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("check_loadable must not load anything")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", never)
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
+    for spec, match in [(str(tmp_path / "missing.gguf"), "not found"), (str(tmp_path / "no-such-model"), "not found"),
+                        (str(tmp_path), "config.json")]:
+        with pytest.raises(ModelLoadError, match=match):
+            check_loadable(spec)
+    if not torch.cuda.is_available():
+        for spec, quantize in [("bundled", "4bit"), ("someone/Model-7B-bnb-4bit", None)]:
+            with pytest.raises(ModelLoadError, match="CUDA"):
+                check_loadable(spec, quantize)
+    with pytest.raises(ValueError, match="quantize"):
+        check_loadable("bundled", "8bit")
+    assert check_loadable("bundled") is None
+    assert check_loadable("Qwen/Qwen2.5-0.5B-Instruct") is None  # a hub id: only a download can tell
 
 
 def test_load_bundled(bundled):

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from steering.steer import Steering, hooks_left, layer_pushes, steer
+from steering.steer import Steering, hooks_left, layer_pushes, steer, strength_warning
 from steering.vectors import SteeringVector, VectorFileError
 
 
@@ -143,6 +143,22 @@ def test_absurd_strength_warns(tiny_qwen2):
     with pytest.warns(UserWarning, match="broken text"):
         with steer(tiny_qwen2, Steering(vec, [1], 1000.0)):
             pass
+
+
+def test_strength_warning_message():
+    vec = random_vector(64, [1])
+    assert strength_warning(Steering(vec, [1], 8.0)) is None
+    assert strength_warning(Steering(vec, [1], [0.0, -2.0])) is None
+    assert "broken text" in strength_warning(Steering(vec, [1], [0.0, -9.0]))
+    assert strength_warning(Steering(vec, [1], 150.0, "raw")) is None
+    assert "raw" in strength_warning(Steering(vec, [1], 250.0, "raw"))
+
+
+def test_partly_calibrated_vector_needs_raw_scale():
+    vec = random_vector(64, [1, 2])
+    vec.stats[2].pop("mean_diff_norm")
+    with pytest.raises(ValueError, match="scale='raw'"):
+        layer_pushes(Steering(vec, [1], 1.0, "calibrated"), 4)
 
 
 def test_other_threads_are_not_steered(tiny_qwen2, ids):

@@ -86,6 +86,17 @@ def test_bare_reference_file_loads_with_empty_meta(tmp_path):
     assert vec.hidden_size == HIDDEN
 
 
+def test_calibrated_needs_every_layers_mean_diff_norm(tmp_path):
+    vec = make_vector()
+    assert vec.calibrated
+    vec.stats[9].pop("mean_diff_norm")
+    assert not vec.calibrated
+    bare = tmp_path / "bare.pt"
+    torch.save({layer: torch.randn(HIDDEN) for layer in (3, 4)}, bare)
+    assert not load_vector(bare).calibrated
+    assert load_vector(save_vector(make_vector(), tmp_path / "full.pt")).calibrated
+
+
 def test_string_digit_keys_accepted(tmp_path):
     path = tmp_path / "strkeys.pt"
     torch.save({"5": torch.ones(4)}, path)
