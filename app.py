@@ -748,7 +748,9 @@ def build_demo() -> gr.Blocks:
 
             with gr.Tab("チャット / Chat", id="chat"):
                 with gr.Row():
-                    chat_layers = gr.Textbox("", label="レイヤー / Layers", placeholder="e.g. 10-14")
+                    chat_layers = gr.Textbox(
+                        "", label="レイヤー / Layers", placeholder="e.g. 10-14", elem_id="chat-layers"
+                    )
                     strength = gr.Slider(
                         -4, 8, value=2.0, step=0.25, label="ギャル度 / Gyaru strength", elem_id="strength"
                     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -172,9 +172,8 @@ class Utf8SafeDecoder:
 class _RowStreamer:
     """A transformers streamer that queues each step's new token per row."""
 
-    def __init__(self, prompt_len: int):
+    def __init__(self):
         self.queue: queue.Queue = queue.Queue()
-        self.prompt_len = prompt_len
         self.seen_prompt = False
 
     def put(self, value: torch.Tensor) -> None:
@@ -199,15 +198,26 @@ class _Cancel:
 
 def stream_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
                  steering: Steering | None = None, settings: GenerationSettings | None = None,
-                 ) -> Iterator[list[str]]:
+                 on_notice: Callable[[str], None] | None = None) -> Iterator[list[str]]:
     """Yield the full text of every row after each step; closing the generator stops generation."""
+    return stream_rows(loaded, [messages] * len(strengths), strengths, steering, settings, on_notice)
+
+
+def stream_rows(loaded: LoadedModel, conversations: Sequence[Sequence[dict]], strengths: Sequence[float],
+                steering: Steering | None = None, settings: GenerationSettings | None = None,
+                on_notice: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+    """Like stream_batch, one conversation per row (e.g. each chat column continuing its own history).
+
+    `on_notice` hears about a conversation cut to fit the context."""
     from transformers import StoppingCriteriaList
 
+    if len(conversations) != len(strengths):
+        raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
     settings = settings or GenerationSettings()
-    prompt = prepare_prompt(loaded, messages, settings)
-    inputs = _batch_inputs(loaded, [prompt] * len(strengths))
+    prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
+    inputs = _batch_inputs(loaded, prompts)
     steerings = _steerings(steering, strengths)
-    streamer, cancel = _RowStreamer(len(prompt.input_ids)), _Cancel()
+    streamer, cancel = _RowStreamer(), _Cancel()
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -225,8 +235,9 @@ def stream_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Seque
     worker = threading.Thread(target=work, name="steering-generate", daemon=True)
     worker.start()
     try:
-        if prompt.notice:
-            yield [""] * len(strengths)
+        notice = next((p.notice for p in prompts if p.notice), None)
+        if notice and on_notice:
+            on_notice(notice)
         while (step := streamer.queue.get()) is not None:
             for row, token in enumerate(step):
                 if finished[row] or token in stop:

@@ -365,7 +365,7 @@ def test_export_of_layers_sharing_one_tensor(tmp_path):
         out = export_vector(src, fmt, tmp_path / f"same.{fmt}")
         vector = load_vector(out)
         assert vector.layers == [1, 2, 3]
-        assert torch.allclose(vector.directions[3], shared / shared.norm(), atol=1e-6)
+        assert torch.allclose(vector.directions[3] / vector.directions[3].norm(), shared / shared.norm(), atol=1e-6)
 
 
 def nan_vector() -> SteeringVector:
@@ -587,6 +587,25 @@ def test_strength_limits_warn_and_non_finite_strengths_are_refused(tiny_qwen2):
             with steer(tiny_qwen2, Steering(vector, [1, 2], bad, "raw")):
                 pass
     assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_cli_absurd_strength_warns_and_still_answers(capsys, tiny_cli, tiny_vector_file):
+    with pytest.warns(UserWarning, match=r"strength 1000 on the raw scale is beyond ±200; expect broken text"):
+        rc = tiny_cli(
+            [
+                "generate",
+                "hi",
+                "--vector",
+                str(tiny_vector_file),
+                "--scale",
+                "raw",
+                "--strength",
+                "1000",
+                "--max-new-tokens",
+                "2",
+            ]
+        )
+    assert rc == 0, capsys.readouterr().err
 
 
 def test_cli_non_finite_strength_is_a_clean_error(capsys, tiny_cli, tiny_vector_file):

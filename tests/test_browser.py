@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -37,19 +36,9 @@ ARGS = [
 NAME = f"test-browser-{os.getpid()}"  # unique: other runs may share vectors/
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def url():
-    app.demo.queue(default_concurrency_limit=1).launch(
-        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
-    )
-    yield app.demo.local_url.rstrip("/")
-    app.demo.close()
+def url(app_url):
+    yield app_url  # conftest.app_url: the app launched in-process for this module
     for path in app.VECTOR_DIR.glob(f"{NAME}*"):  # the vectors this test extracted
         path.unlink()
 
@@ -112,5 +101,28 @@ def test_extract_layers_chat(page):
     page.get_by_text("style", exact=False).first.wait_for()
     page.wait_for_function("() => !document.querySelector('.generating, .pending')", timeout=120_000)
     shot(page, "chat.png")
+
+    # Sweep: a tiny grid on the new vector (its layer options were filled in from its suggested layer)
+    page.get_by_role("tab", name="スイープ / Sweep").click()
+    assert page.locator("#sweep-layers textarea, #sweep-layers input").first.input_value() == "8-10 10-12"
+    fill(page, "sweep-strengths", "0,2,4")
+    fill(page, "sweep-prompts", "2")
+    fill(page, "sweep-tokens", "12")
+    page.locator("#sweep-btn").click()
+    for plot in ("sweep-style", "sweep-broken"):
+        page.locator(f"#{plot} .js-plotly-plot .heatmaplayer, #{plot} .js-plotly-plot .hm").first.wait_for()
+    page.locator("#sweep-table").get_by_text("10-12 @ 4").first.wait_for(state="attached")
+    page.locator("#sweep-best").get_by_text("recommend", exact=False).first.wait_for()
+    page.wait_for_function("() => !document.querySelector('.generating, .pending')", timeout=120_000)
+    shot(page, "sweep.png")
+
+    # Pick a cell and send it to the Chat tab
+    page.locator("#sweep-table").get_by_text("10-12 @ 4").first.click()
+    page.locator("#apply-pick-btn").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chat-layers textarea, #chat-layers input')].some(e => e.value === '10-12')"
+    )
+    assert page.get_by_role("tab", name="チャット / Chat").get_attribute("aria-selected") == "true"
+    assert page.locator("#strength input[type=number]").first.input_value() == "4"
 
     assert page.outside == [], f"the page requested outside resources: {page.outside[:5]}"

@@ -8,7 +8,14 @@ import threading
 import pytest
 import torch
 
-from steering.generate import GenerationSettings, Utf8SafeDecoder, generate_batch, prepare_prompt, stream_batch
+from steering.generate import (
+    GenerationSettings,
+    Utf8SafeDecoder,
+    generate_batch,
+    prepare_prompt,
+    stream_batch,
+    stream_rows,
+)
 from steering.steer import Steering, hooks_left
 from steering.vectors import SteeringVector
 
@@ -145,6 +152,21 @@ def test_long_prompt_is_cut_from_the_left_with_a_notice(tiny_qwen2):
     assert len(prompt.input_ids) == tiny_qwen2.context_length - 8
     result = generate_batch(tiny_qwen2, long, [0.0], None, settings)
     assert result.notice == prompt.notice
+    heard = []
+    frames = list(stream_batch(tiny_qwen2, long, [0.0], None, settings, on_notice=heard.append))
+    assert heard == [prompt.notice] and frames[-1] == result.texts
+
+
+def test_rows_can_continue_their_own_conversations(bundled, vector):
+    steering = Steering(vector, "8-12", 0.0)
+    plain_history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"},
+                     {"role": "user", "content": "Tell me about your day."}]
+    steered_history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "OMG hi bestie!!"},
+                       {"role": "user", "content": "Tell me about your day."}]
+    frames = list(stream_rows(bundled, [plain_history, steered_history], [0.0, 3.0], steering, GREEDY))
+    solo_plain = generate_batch(bundled, plain_history, [0.0], None, GREEDY).texts[0]
+    assert frames[-1][0] == solo_plain  # the shorter row is left-padded; greedy text is unchanged
+    assert frames[-1][1] and hooks_left(bundled.model) == 0
 
 
 def test_empty_prompt_is_a_clear_error(bundled):
