@@ -166,10 +166,11 @@ def cmd_generate(args) -> int:
     layers = args.layers or rec.get("layers")
     strength = args.strength if args.strength is not None else rec.get("strength", 1.0)
     scale = args.scale or rec.get("scale", "calibrated")
+    penalty = args.repetition_penalty if args.repetition_penalty is not None else rec.get("repetition_penalty", 1.0)
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
     steering = Steering(vector, layers, strength, scale, args.position)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
+                                  top_p=args.top_p, top_k=args.top_k, repetition_penalty=penalty,
                                   seed=args.seed, system_prompt=args.system)
     prompts = _read_prompts(args.prompts) if args.prompts else [args.prompt]
     shown = {"model": args.model, "vector": str(args.vector), "layers": steering.layer_list(loaded.num_layers),
@@ -227,9 +228,11 @@ def cmd_sweep(args) -> int:
     strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
     loaded = load_model(args.model)
     cells = sweep(loaded, vector, prompts, options, strengths, lang, args.scale, args.position, args.max_new_tokens,
-                  args.system, progress=None if args.json else _progress_bar("sweep"))
+                  args.system, progress=None if args.json else _progress_bar("sweep"),
+                  repetition_penalty=args.repetition_penalty)
     best = recommend(cells)
-    rec = {"layers": best.layers, "strength": best.strength, "scale": args.scale} if best else None
+    rec = ({"layers": best.layers, "strength": best.strength, "scale": args.scale,
+            "repetition_penalty": args.repetition_penalty} if best else None)
     if args.report:
         from .report import write_report
 
@@ -259,7 +262,8 @@ def cmd_compare(args) -> int:
     for lang in args.lang:
         kwargs = {"methods": ["mean_diff"], "contrasts": ["gyaru-vs-standard"], "positions": ["mean"]} if args.quick else {}
         study = run_study(loaded, lang, args.layers.split(), [float(x) for x in args.strengths.split(",")],
-                          args.dev, args.test, args.max_new_tokens, log=lambda m: print(m, file=sys.stderr), **kwargs)
+                          args.dev, args.test, args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+                          log=lambda m: print(m, file=sys.stderr), **kwargs)
         save_study(study, args.report)
         sections.append(study_markdown(study, loaded.name))
         if study.best_vector is not None:
@@ -333,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="default: the vector's recommended value, else 1.0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", default=None, help="system prompt (default: the model template's own)")
     p.add_argument("--quantize", default=None, choices=["4bit"])
@@ -363,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position", default="all", choices=["all", "generated", "last"])
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--system", default=None, help="system prompt (e.g. a 'talk like a gal' baseline)")
+    p.add_argument("--repetition-penalty", type=float, default=1.3)
     p.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON, heatmaps and a markdown summary")
     p.add_argument("--recommend", action="store_true", help="write the recommended setting into the vector's .json")
     p.add_argument("--json", action="store_true")
@@ -375,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", type=int, default=12, help="prompts used to choose settings")
     p.add_argument("--test", type=int, default=32, help="other prompts every reported number comes from")
     p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--repetition-penalty", type=float, default=1.3, help="for every case, plain included")
     p.add_argument("--quick", action="store_true", help="only mean_diff / gyaru-vs-standard / mean")
     p.add_argument("--report", type=Path, default=Path("docs"))
     p.add_argument("--ship", default=None, help="save each language's best vector (with its recommended setting) here")

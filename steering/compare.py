@@ -38,6 +38,7 @@ class Study:
     dev_prompts: list[str]
     test_prompts: list[str]
     max_new_tokens: int = 40
+    repetition_penalty: float = 1.3
     rows: list[dict] = field(default_factory=list)
     baselines: list[dict] = field(default_factory=list)
     calibration: list[dict] = field(default_factory=list)
@@ -46,8 +47,9 @@ class Study:
     sweeps: dict = field(default_factory=dict)
 
 
-def _test_replies(loaded, vector, setting, prompts, max_new_tokens, system=None) -> list[str]:
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, system_prompt=system)
+def _test_replies(loaded, vector, setting, prompts, max_new_tokens, repetition_penalty, system=None) -> list[str]:
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, system_prompt=system,
+                                  repetition_penalty=repetition_penalty)
     steering = Steering(vector, setting["layers"], 0.0, setting.get("scale", "calibrated")) if vector else None
     strength = setting["strength"] if vector else 0.0
     convs = [[{"role": "user", "content": p}] for p in prompts]
@@ -65,16 +67,18 @@ def run_study(loaded: LoadedModel, lang: str = "en", layer_options: Sequence[str
               strengths: Sequence[float] = (1, 2, 3, 4, 6), dev: int = 12, test: int = 32, max_new_tokens: int = 40,
               methods: Sequence[str] = ("mean_diff", "pca_diff", "pca_center"),
               contrasts: Sequence[str] = ("gyaru-vs-standard", "gyaru-vs-casual"),
-              positions: Sequence[str] = ("last", "mean"), log: Callable[[str], None] = print) -> Study:
+              positions: Sequence[str] = ("last", "mean"), repetition_penalty: float = 1.3,
+              log: Callable[[str], None] = print) -> Study:
     prompts = load_prompts(lang)
-    study = Study(lang, list(layer_options), [0.0, *strengths], prompts[:dev], prompts[dev : dev + test], max_new_tokens)
+    study = Study(lang, list(layer_options), [0.0, *strengths], prompts[:dev], prompts[dev : dev + test], max_new_tokens,
+                  repetition_penalty)
     layers_needed = sorted({x for opt in layer_options for x in range(int(opt.split("-")[0]), int(opt.split("-")[-1]) + 1)})
     best_score = None
     for method, contrast, position in itertools.product(methods, contrasts, positions):
         t0 = time.perf_counter()
         vector, _ = extract_from_dataset(loaded, BUNDLED[lang], contrast, layers_needed, method, position)
         cells = sweep(loaded, vector, study.dev_prompts, layer_options, study.strengths, lang,
-                      max_new_tokens=max_new_tokens)
+                      max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty)
         best = recommend(cells)
         key = f"{method}/{contrast}/{position}"
         study.sweeps[key] = cells
@@ -82,8 +86,9 @@ def run_study(loaded: LoadedModel, lang: str = "en", layer_options: Sequence[str
         if best is None:
             row.update(layers="-", strength=None, note="every non-zero setting broke > 5 % of dev replies")
         else:
-            setting = {"layers": best.layers, "strength": best.strength, "scale": "calibrated"}
-            replies = _test_replies(loaded, vector, setting, study.test_prompts, max_new_tokens)
+            setting = {"layers": best.layers, "strength": best.strength, "scale": "calibrated",
+                       "repetition_penalty": repetition_penalty}
+            replies = _test_replies(loaded, vector, setting, study.test_prompts, max_new_tokens, repetition_penalty)
             row.update(layers=f"{best.layers[0]}-{best.layers[-1]}", strength=best.strength,
                        **_measure(loaded, study.test_prompts, replies, lang), example=replies[0])
             aucs = [vector.stats[x].get("heldout_auc") for x in best.layers]
@@ -95,7 +100,8 @@ def run_study(loaded: LoadedModel, lang: str = "en", layer_options: Sequence[str
         log(f"{key}: {row.get('layers')} @ {row.get('strength')} style {row.get('style', 0):.2f} "
             f"broken {row.get('broken_share', 0):.0%} ({time.perf_counter() - t0:.0f} s)")
     study.baselines = _baselines(loaded, study, lang, log)
-    study.calibration = calibration_check(loaded, study.best_vector, study.dev_prompts[:8], lang, max_new_tokens, log)
+    study.calibration = calibration_check(loaded, study.best_vector, study.dev_prompts[:8], lang, max_new_tokens, log,
+                                          repetition_penalty=repetition_penalty)
     return study
 
 
@@ -107,7 +113,8 @@ def _baselines(loaded, study: Study, lang: str, log) -> list[dict]:
     if vec is not None:
         cases += [("steered (best setting)", vec, None), ("steered + prompted", vec, PROMPTED[lang])]
     for name, vector, system in cases:
-        replies = _test_replies(loaded, vector, setting or {}, prompts, study.max_new_tokens, system)
+        replies = _test_replies(loaded, vector, setting or {}, prompts, study.max_new_tokens, study.repetition_penalty,
+                                system)
         row = {"case": name, **_measure(loaded, prompts, replies, lang), "example": replies[0]}
         out.append(row)
         log(f"{name}: style {row['style']:.2f} markers {row['marker_share']:.0%} broken {row['broken_share']:.0%}")
@@ -115,14 +122,15 @@ def _baselines(loaded, study: Study, lang: str, log) -> list[dict]:
 
 
 def calibration_check(loaded, vector, prompts, lang, max_new_tokens, log, layers=(4, 8, 12, 16, 20),
-                      strengths=None) -> list[dict]:
+                      strengths=None, repetition_penalty: float = 1.0) -> list[dict]:
     """Single-layer sweeps under both scales: at which strength does text start breaking, layer by layer?"""
     if vector is None:
         return []
     rows = []
     for scale, grid in (("calibrated", strengths or [1, 2, 4, 8]), ("raw", [4, 8, 16, 32, 64])):
         cells: list[SweepCell] = sweep(loaded, vector, prompts, [str(x) for x in layers if x in vector.directions],
-                                       [0.0, *grid], lang, scale=scale, max_new_tokens=max_new_tokens)
+                                       [0.0, *grid], lang, scale=scale, max_new_tokens=max_new_tokens,
+                                       repetition_penalty=repetition_penalty)
         for c in cells:
             rows.append({"scale": scale, "layer": c.layers[0], "strength": c.strength,
                          "broken_share": c.summary["broken_share"], "style": c.summary["style"]})
@@ -142,7 +150,8 @@ def study_markdown(study: Study, model_name: str) -> str:
     lines = [f"## {study.lang}: {model_name}", "",
              f"Settings chosen on {len(study.dev_prompts)} dev prompts (layers {', '.join(study.layer_options)} × "
              f"strengths {', '.join(f'{s:g}' for s in study.strengths if s)}, calibrated scale, greedy, "
-             f"{study.max_new_tokens} new tokens); every number below is measured on {len(study.test_prompts)} other "
+             f"{study.max_new_tokens} new tokens, repetition penalty {study.repetition_penalty:g} for every case, "
+             "plain included); every number below is measured on {len(study.test_prompts)} other "
              "(test) prompts. style = marker weight per 100 characters; markers = share of replies with at least one "
              "marker; broken = share flagged by the breakage checks; ppl = median perplexity of the reply under the "
              "unsteered model (lower is more fluent; it also penalizes the style itself); AUC = held-out projection "

@@ -189,7 +189,9 @@ def _iter_jsonl(path: Path, shown: str) -> Iterator[tuple[int, str, Any]]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
-            raise _error(shown, f"line {number}", f"invalid JSON: {e.msg} (column {e.colno})") from None
+            # the column within this line (json's own colno restarts after the line's trailing newline)
+            column = min(e.pos, len(text.rstrip("\r\n"))) + 1
+            raise _error(shown, f"line {number}", f"invalid JSON: {e.msg} (column {column})") from None
         yield number, f"line {number}", value
 
 

@@ -10,6 +10,9 @@ Breakage thresholds (a reply is `broken` when any holds; checked against hand-la
     symbol_share          > 0.3   share of non-space characters that are neither letters nor digits
     longest_run           >= 6    the same word (or character, Japanese) repeated back to back
     wrong_script_share    > 0.5   share of letters outside the prompt's script (kana/kanji for ja, Latin for en)
+    gibberish_share       > 0.1   share of Latin words that no language spells: 5+ consonants in a row, or case
+                                  flipping inside the word (2XzkfKyZsFhGd), or over 20 letters; stretched letters
+                                  (sooo) are fine
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from .steer import Steering
 from .style import style_score
 
 THRESHOLDS = {"repeated_ngram_rate": 0.5, "distinct_2": 0.35, "symbol_share": 0.3, "longest_run": 6,
-              "wrong_script_share": 0.5}
+              "wrong_script_share": 0.5, "gibberish_share": 0.1}
+_CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5,}")
+_CASE_FLIPS = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
 AASHI = "あーし"
 
 
@@ -68,6 +73,16 @@ def longest_run(text: str, lang: str) -> int:
     return best
 
 
+def _is_gibberish(word: str) -> bool:
+    squeezed = re.sub(r"(.)\1+", r"\1", word.lower())  # stretched letters are style, not noise
+    return bool(_CONSONANT_RUN.search(squeezed)) or len(_CASE_FLIPS.findall(word)) >= 2 or len(squeezed) > 20
+
+
+def gibberish_share(text: str) -> float:
+    words = re.findall(r"[A-Za-z]{4,}", text)
+    return sum(1 for w in words if _is_gibberish(w)) / len(words) if words else 0.0
+
+
 def _is_japanese(c: str) -> bool:
     return "\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" or c == "ー"
 
@@ -90,6 +105,7 @@ class ReplyScore:
     symbol_share: float
     longest_run: int
     wrong_script_share: float
+    gibberish_share: float
     broken: bool
     reasons: list[str]
 
@@ -103,6 +119,7 @@ def score_reply(text: str, lang: str) -> ReplyScore:
         "symbol_share": symbol_share(text),
         "longest_run": longest_run(text, lang),
         "wrong_script_share": wrong_script_share(text, lang),
+        "gibberish_share": gibberish_share(text),
     }
     reasons = []
     if not any(c.isalpha() for c in text):
@@ -117,6 +134,8 @@ def score_reply(text: str, lang: str) -> ReplyScore:
         reasons.append("run")
     if metrics["wrong_script_share"] > THRESHOLDS["wrong_script_share"]:
         reasons.append("wrong script")
+    if metrics["gibberish_share"] > THRESHOLDS["gibberish_share"]:
+        reasons.append("gibberish")
     return ReplyScore(style=style.score, markers=style.marker_ids, aashi=AASHI in text, **metrics,
                       broken=bool(reasons), reasons=reasons)
 

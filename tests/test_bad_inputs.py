@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from steering import cli, models
-from steering.data import DatasetError
+from steering.data import DatasetError, load_dataset
 from steering.interop import export_gguf, export_safetensors, export_vector
 from steering.pipeline import extract_from_dataset
 from steering.steer import SANE_STRENGTH, Steering, hooks_left, steer
@@ -129,6 +129,17 @@ def write_bad_dataset(folder: Path, case: str) -> tuple[Path, str]:
     path = folder / name
     path.write_text(content, encoding="utf-8")
     return path, needle
+
+
+@pytest.mark.parametrize(
+    "line, column",
+    [('{"standard": "a", "gyaru": ', 28), ('{"standard": "a" "gyaru": "b"}', 18), ('{"standard": "a"} x\r', 19)],
+)
+def test_broken_json_line_names_the_column_within_that_line(tmp_path, line, column):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(pair_line(1) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"broken\.jsonl line 2: invalid JSON: .* \(column {column}\)$"):
+        load_dataset(path)
 
 
 @pytest.mark.parametrize("case", list(BAD_DATASETS))
@@ -680,7 +691,7 @@ def test_app_unknown_model_offline_is_a_status_message(app_env, monkeypatch):
     assert status.endswith(app_env.model_status(app_env.HOLDER.loaded))  # and says which model is loaded now
 
 
-def test_dataset_error_is_a_value_error():
+def test_refusal_classes_reach_the_cli_error_path():
     """The CLI's `error: ...` path catches ValueError: every refusal class above must be one."""
     assert issubclass(DatasetError, ValueError) and issubclass(VectorFileError, ValueError)
     assert issubclass(models.ModelLoadError, RuntimeError)

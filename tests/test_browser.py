@@ -104,7 +104,8 @@ def test_extract_layers_chat(page):
 
     # Sweep: a tiny grid on the new vector (its layer options were filled in from its suggested layer)
     page.get_by_role("tab", name="スイープ / Sweep").click()
-    assert page.locator("#sweep-layers textarea, #sweep-layers input").first.input_value() == "8-10 10-12"
+    expect = sync_api.expect
+    expect(page.locator("#sweep-layers textarea, #sweep-layers input").first).to_have_value("8-10 10-12")
     fill(page, "sweep-strengths", "0,2,4")
     fill(page, "sweep-prompts", "2")
     fill(page, "sweep-tokens", "12")
@@ -119,10 +120,8 @@ def test_extract_layers_chat(page):
     # Pick a cell and send it to the Chat tab
     page.locator("#sweep-table").get_by_text("10-12 @ 4").first.click()
     page.locator("#apply-pick-btn").click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#chat-layers textarea, #chat-layers input')].some(e => e.value === '10-12')"
-    )
-    assert page.get_by_role("tab", name="チャット / Chat").get_attribute("aria-selected") == "true"
-    assert page.locator("#strength input[type=number]").first.input_value() == "4"
+    expect(page.locator("#chat-layers textarea, #chat-layers input").first).to_have_value("10-12")
+    expect(page.locator("#strength input[type=number]").first).to_have_value("4")
+    expect(page.get_by_role("tab", name="チャット / Chat")).to_have_attribute("aria-selected", "true")
 
     assert page.outside == [], f"the page requested outside resources: {page.outside[:5]}"
