@@ -32,7 +32,7 @@ from steering.cli import STAT_COLUMNS  # noqa: E402
 from steering.data import CONTRASTS, DatasetError, load_prompts  # noqa: E402
 from steering.evaluate import SweepCell, cells_table, recommend, sweep  # noqa: E402
 from steering.extract import METHODS  # noqa: E402
-from steering.generate import GenerationSettings, stream_batch  # noqa: E402
+from steering.generate import GenerationSettings, stream_rows  # noqa: E402
 from steering.models import BUNDLED, LoadedModel, check_loadable, load_model  # noqa: E402
 from steering.pipeline import extract_and_save  # noqa: E402
 from steering.report import heatmap  # noqa: E402
@@ -121,13 +121,27 @@ class ModelHolder:
             # current model.
             check_loadable(spec)
             # Release the old model first so two never sit in memory together; if loading still fails (e.g. the
-            # hub is unreachable), the bundled model is loaded again on the next request that needs one.
+            # hub is unreachable), the previous model is loaded back so nobody loses theirs.
+            previous = self.loaded.spec if self.loaded is not None else None
             self.loaded = None
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            self.loaded = load_model(spec)
+            try:
+                self.loaded = load_model(spec)
+            except Exception:
+                self._restore(previous)
+                raise
             return self.loaded
+
+    def _restore(self, spec: str | None) -> None:
+        """Best effort: bring the previous model back after a failed load (else the bundled one loads lazily)."""
+        if spec is None:
+            return
+        try:
+            self.loaded = load_model(spec)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            LOG.exception("could not restore the previous model %s", spec)
 
 
 HOLDER = ModelHolder()
@@ -275,6 +289,8 @@ def on_upload_vector(files: list[str] | None, uploads: list[str], selected: str 
             added.append(str(path))
         except (VectorFileError, ImportError) as exc:
             gr.Warning(str(exc))
+    if not added:  # nothing usable: leave no temporary copies behind
+        shutil.rmtree(folder, ignore_errors=True)
     uploads = uploads + added
     dropdown, note = vector_dropdown(loaded, uploads, added[-1] if added else selected)
     return dropdown, uploads, note
@@ -439,9 +455,11 @@ def on_vector_selected(path: str | None, uploads: list[str]):
     """Chat defaults and example prompts for the chosen vector (its recommended setting and language), and the
     Sweep tab's layer options, strengths and scale."""
     if not path:
-        return (gr.skip(),) * 7
+        return (gr.skip(),) * 8
     vector = open_vector(path, uploads)
     layers, strength, scale = chat_defaults(vector)
+    rec = vector.meta.get("recommended")
+    penalty = float(rec.get("repetition_penalty", 1.0)) if isinstance(rec, dict) else 1.0
     prompts = load_prompts(vector.meta.get("lang", "ja"))
     sweep_scale = "calibrated" if vector.calibrated else "raw"
     return (
@@ -452,6 +470,7 @@ def on_vector_selected(path: str | None, uploads: list[str]):
         sweep_layer_options(vector),
         SWEEP_STRENGTHS[sweep_scale],
         sweep_scale,
+        penalty,
     )
 
 
@@ -478,14 +497,16 @@ def on_chat(
     max_new_tokens: float,
     temperature: float,
     seed: float,
-    history: dict,
-    uploads: list[str],
+    repetition_penalty: float = 1.0,
+    history: dict | None = None,
+    uploads: list[str] | None = None,
 ):
     """Stream the plain (strength 0) and steered (strength s) replies from ONE batched generate call."""
     message = (message or "").strip()
     if not message:
         raise gr.Error("メッセージを書いてね / write a message first")
-    vector = open_vector(path, uploads)
+    history = history or {side: [] for side in SIDES}
+    vector = open_vector(path, uploads or [])
     loaded = HOLDER.get()
     steering = Steering(vector, (layers or "").strip() or None, float(strength), scale, position)
     try:
@@ -494,12 +515,17 @@ def on_chat(
         raise gr.Error(str(exc)) from None
     if warning:
         gr.Warning(warning)
-    settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), seed=int(seed))
+    settings = GenerationSettings(
+        max_new_tokens=int(max_new_tokens),
+        temperature=float(temperature),
+        seed=int(seed),
+        repetition_penalty=float(repetition_penalty),
+    )
     lang = vector.meta.get("lang") or guess_lang(message)
     user = {"role": "user", "content": message}
-    # stream_batch takes one conversation, so both rows share one context: the user's turns with the *plain*
-    # column's replies. The rows then differ only in strength; each column still shows its own replies.
-    context = history["plain"] + [user]
+    # Each column continues its own conversation (the steered row sees its own earlier replies); both rows still
+    # run in one batched generate call.
+    contexts = [history[side] + [user] for side in SIDES]
 
     def outputs(texts: list[str], new_history: dict):
         sides = [history[side] + [user, {"role": "assistant", "content": t}] for side, t in zip(SIDES, texts)]
@@ -517,7 +543,8 @@ def on_chat(
     try:
         # closing(): when the client goes away Gradio closes this generator, and closing the stream at once stops
         # the generate call (and removes its hooks) before the next request gets the model.
-        with closing(stream_batch(loaded, context, [0.0, float(strength)], steering, settings)) as stream:
+        stream = stream_rows(loaded, contexts, [0.0, float(strength)], steering, settings, on_notice=gr.Warning)
+        with closing(stream):
             for texts in stream:
                 yield outputs(texts, history)
     except (ValueError, VectorFileError) as exc:  # bad layer range, calibrated scale on a bare vector, ...
@@ -597,12 +624,14 @@ def on_sweep(
     n_prompts: float,
     max_new_tokens: float,
     scale: str,
-    uploads: list[str],
+    repetition_penalty: float = 1.0,
+    uploads: list[str] | None = None,
     progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
 ):
     """Greedy replies over a layers × strength grid on the vector's language prompts: two heatmaps, a table, the
-    recommended cell, and the cells to pick from for the Chat tab."""
-    vector = open_vector(path, uploads)
+    recommended cell, and the cells to pick from for the Chat tab. Uses the Chat tab's repetition penalty, so a
+    picked cell behaves in Chat as it did here."""
+    vector = open_vector(path, uploads or [])
     loaded = HOLDER.get()
     options, values = parse_layer_options(layer_options), parse_strengths(strengths)
     if scale == "calibrated" and not vector.calibrated:
@@ -629,6 +658,7 @@ def on_sweep(
             scale=scale,
             max_new_tokens=int(max_new_tokens),
             progress=lambda done, total: progress((done, total), desc="スイープ中 / sweeping", unit="layer options"),
+            repetition_penalty=float(repetition_penalty),
         )
     except (ValueError, VectorFileError) as exc:
         raise gr.Error(str(exc)) from None
@@ -762,6 +792,7 @@ def build_demo() -> gr.Blocks:
                     )
                     temperature = gr.Slider(0, 1.5, value=0.0, step=0.05, label="温度 / Temperature (0 = greedy)")
                     seed = gr.Number(0, precision=0, label="シード / Seed")
+                    penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="繰り返しペナルティ / Repetition penalty")
                 with gr.Row():
                     with gr.Column():
                         plain_bot = gr.Chatbot(
@@ -860,20 +891,33 @@ def build_demo() -> gr.Blocks:
         vector_dd.change(
             on_vector_selected,
             [vector_dd, uploads],
-            [chat_layers, strength, scale, examples, sweep_layers, sweep_strengths, sweep_scale],
+            [chat_layers, strength, scale, examples, sweep_layers, sweep_strengths, sweep_scale, penalty],
             api_name="vector_defaults",
         )
         gr.on(
             [send_btn.click, msg.submit],
             on_chat,
-            [msg, vector_dd, chat_layers, strength, scale, chat_position, max_new, temperature, seed, history, uploads],
+            [
+                msg,
+                vector_dd,
+                chat_layers,
+                strength,
+                scale,
+                chat_position,
+                max_new,
+                temperature,
+                seed,
+                penalty,
+                history,
+                uploads,
+            ],
             [plain_bot, steered_bot, plain_md, steered_md, history, msg],
             api_name="chat",
             **model_work,
         )
         sweep_btn.click(
             on_sweep,
-            [vector_dd, sweep_layers, sweep_strengths, sweep_prompts, sweep_tokens, sweep_scale, uploads],
+            [vector_dd, sweep_layers, sweep_strengths, sweep_prompts, sweep_tokens, sweep_scale, penalty, uploads],
             [style_plot, broken_plot, sweep_table, sweep_md, sweep_pick, sweep_state],
             api_name="sweep",
             **model_work,

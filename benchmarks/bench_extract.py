@@ -48,11 +48,19 @@ def reference_loop(loaded, pairs, lang: str) -> None:
     for pair in pairs:
         for text in (pair.negative, pair.positive):
             stored = []
-            hooks = [layer.register_forward_hook(lambda _m, _i, out: stored.append(block_output(out)[:, -1, :].cpu()))
-                     for layer in loaded.layers]
+            hooks = [
+                layer.register_forward_hook(
+                    lambda _m, _i, out, stored=stored: stored.append(block_output(out)[:, -1, :].cpu())
+                )
+                for layer in loaded.layers
+            ]
             prompt = tok.apply_chat_template(
-                [{"role": "user", "content": f"Topic: {pair.topic}\nTalk about it."},
-                 {"role": "assistant", "content": text}], tokenize=False)
+                [
+                    {"role": "user", "content": f"Topic: {pair.topic}\nTalk about it."},
+                    {"role": "assistant", "content": text},
+                ],
+                tokenize=False,
+            )
             ids = tok(prompt, return_tensors="pt")
             with torch.no_grad():
                 loaded.model(**ids)
@@ -74,15 +82,35 @@ def main() -> None:
     layers = list(range(loaded.num_layers))
     rendered = [render_reply(loaded.tokenizer, t, tp, "en") for t, tp in zip(texts, topics)]
 
-    ours = best_of(lambda: extract(loaded, texts[: args.pairs], texts[args.pairs :], layers, topics=topics[: args.pairs],
-                                   batch_size=args.batch_size), args.repeats)
+    ours = best_of(
+        lambda: extract(
+            loaded,
+            texts[: args.pairs],
+            texts[args.pairs :],
+            layers,
+            topics=topics[: args.pairs],
+            batch_size=args.batch_size,
+        ),
+        args.repeats,
+    )
     floor = best_of(lambda: floor_pass(loaded, rendered, args.batch_size), args.repeats)
     ref = best_of(lambda: reference_loop(loaded, pairs, "en"), max(1, args.repeats - 1))
-    mid = best_of(lambda: extract(loaded, texts[: args.pairs], texts[args.pairs :], "8-15",
-                                  topics=topics[: args.pairs], batch_size=args.batch_size), args.repeats)
+    mid = best_of(
+        lambda: extract(
+            loaded,
+            texts[: args.pairs],
+            texts[args.pairs :],
+            "8-15",
+            topics=topics[: args.pairs],
+            batch_size=args.batch_size,
+        ),
+        args.repeats,
+    )
     print(f"bundled model, {args.pairs} pairs ({len(texts)} texts), torch threads {torch.get_num_threads()}")
     print(f"  floor (batched forward, no hooks)      {floor:7.2f} s")
-    print(f"  ours, all {len(layers)} layers                  {ours:7.2f} s   {ours / floor:5.2f}x floor (target <= 1.15)")
+    print(
+        f"  ours, all {len(layers)} layers                  {ours:7.2f} s   {ours / floor:5.2f}x floor (target <= 1.15)"
+    )
     print(f"  reference loop (2 batch-1 passes/pair) {ref:7.2f} s   ours is {ref / ours:5.2f}x faster (target >= 3)")
     print(f"  ours, layers 8-15 (stops after 15)     {mid:7.2f} s   {mid / floor:5.2f}x floor")
 

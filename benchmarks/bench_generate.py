@@ -37,9 +37,13 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_model("bundled")
     loaded.model.generation_config.min_new_tokens = args.tokens  # same length every run
-    result = extract(loaded, ["OMG, like, totally iconic, bestie!"] * 2 + ["Ugh, I literally can't even."] * 2,
-                     ["That is very well known."] * 2 + ["I find this difficult."] * 2, layers="8-12",
-                     heldout_fraction=0.0)
+    result = extract(
+        loaded,
+        ["OMG, like, totally iconic, bestie!"] * 2 + ["Ugh, I literally can't even."] * 2,
+        ["That is very well known."] * 2 + ["I find this difficult."] * 2,
+        layers="8-12",
+        heldout_fraction=0.0,
+    )
     vector = SteeringVector(result.directions, {}, result.stats)
     steering = Steering(vector, "8-12", 0.0)
     settings = GenerationSettings(max_new_tokens=args.tokens)
@@ -54,9 +58,13 @@ def main() -> None:
     sequential = best_of(lambda: (run([0.0], None), run([2.0])), args.repeats)
     print(f"bundled model, {args.tokens} new tokens, greedy, torch threads {torch.get_num_threads()}")
     print(f"  plain    {args.tokens / plain:6.1f} tok/s")
-    print(f"  steered  {args.tokens / steered:6.1f} tok/s   steered/plain throughput {plain / steered:4.2f} (target >= 0.95)")
-    print(f"  plain+steered in one batch {pair:5.2f} s vs two sequential runs {sequential:5.2f} s: "
-          f"{pair / sequential:4.2f} of the sequential time (target <= 0.65)")
+    print(
+        f"  steered  {args.tokens / steered:6.1f} tok/s   steered/plain throughput {plain / steered:4.2f} (target >= 0.95)"
+    )
+    print(
+        f"  plain+steered in one batch {pair:5.2f} s vs two sequential runs {sequential:5.2f} s: "
+        f"{pair / sequential:4.2f} of the sequential time (target <= 0.65)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ import torch
 def tiny_qwen2_folder(tokenizer, folder: str) -> str:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    config = Qwen2Config(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=512, vocab_size=len(tokenizer), max_position_embeddings=1024)
+    config = Qwen2Config(
+        hidden_size=256,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=512,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=1024,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -54,15 +61,27 @@ def main() -> int:
         kind = type(loaded.layers[0].mlp.gate_proj).__name__
         result = extract(loaded, pos, neg, layers="1-4")
         vector = SteeringVector(result.directions, {}, result.stats)
-        out = generate_batch(loaded, [{"role": "user", "content": "Hi!"}], [0.0, 8.0], Steering(vector, "1-4", 0.0),
-                             GenerationSettings(max_new_tokens=12))
+        out = generate_batch(
+            loaded,
+            [{"role": "user", "content": "Hi!"}],
+            [0.0, 8.0],
+            Steering(vector, "1-4", 0.0),
+            GenerationSettings(max_new_tokens=12),
+        )
         ok = out.texts[0] != out.texts[1] and hooks_left(loaded.model) == 0
         print(f"4-bit tiny Qwen2 ({kind}): extraction {result.timings['capture_s']:.2f} s, steered differs: {ok}")
         if not ok:
             return 1
 
-    config = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                         num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768)
+    config = Qwen2Config(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        max_position_embeddings=32768,
+    )
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.eval().requires_grad_(False)
@@ -72,8 +91,10 @@ def main() -> int:
     t0 = time.perf_counter()
     result = extract(big, pos, neg, layers=range(28), batch_size=32)
     torch.cuda.synchronize()
-    print(f"Qwen2.5-7B shape, bf16, 50 pairs, 28 layers: {time.perf_counter() - t0:.2f} s "
-          f"(capture {result.timings['capture_s']:.2f} s; reference: 18 s for 50 pairs on 32B 4-bit)")
+    print(
+        f"Qwen2.5-7B shape, bf16, 50 pairs, 28 layers: {time.perf_counter() - t0:.2f} s "
+        f"(capture {result.timings['capture_s']:.2f} s; reference: 18 s for 50 pairs on 32B 4-bit)"
+    )
     return 0
 
 

@@ -6,8 +6,8 @@ removed when capture returns or fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch

@@ -72,18 +72,39 @@ def cmd_extract(args) -> int:
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     vector, timings = extract_and_save(
-        loaded, args.out, overwrite=args.overwrite, data=args.data, contrast=args.contrast, layers=args.layers,
-        method=args.method, position=args.position, max_pairs=args.max_pairs, heldout_fraction=args.heldout,
-        seed=args.seed, batch_size=args.batch_size, progress=None if args.json else _progress_bar("capture"))
+        loaded,
+        args.out,
+        overwrite=args.overwrite,
+        data=args.data,
+        contrast=args.contrast,
+        layers=args.layers,
+        method=args.method,
+        position=args.position,
+        max_pairs=args.max_pairs,
+        heldout_fraction=args.heldout,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=None if args.json else _progress_bar("capture"),
+    )
     timings = {"load_s": load_s, "capture_s": timings["capture_s"], "fit_s": timings["fit_s"]}
     if args.json:
-        print(json.dumps({"out": str(args.out), "meta": vector.meta,
-                          "layers": {str(k): v for k, v in vector.stats.items()}, "timings": timings}))
+        print(
+            json.dumps(
+                {
+                    "out": str(args.out),
+                    "meta": vector.meta,
+                    "layers": {str(k): v for k, v in vector.stats.items()},
+                    "timings": timings,
+                }
+            )
+        )
     else:
         print(layer_table(vector.stats, vector.meta.get("suggested_layer")))
-        print(f"saved {args.out} (+ {Path(args.out).with_suffix('.json').name}); "
-              f"suggested layer {vector.meta.get('suggested_layer')}; "
-              + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        print(
+            f"saved {args.out} (+ {Path(args.out).with_suffix('.json').name}); "
+            f"suggested layer {vector.meta.get('suggested_layer')}; "
+            + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
+        )
     return 0
 
 
@@ -92,12 +113,23 @@ def cmd_info(args) -> int:
 
     vector = load_vector(args.vector)
     if args.json:
-        print(json.dumps({"path": str(vector.path), "layers": vector.layers, "hidden_size": vector.hidden_size,
-                          "meta": vector.meta, "stats": {str(k): v for k, v in vector.stats.items()}},
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "path": str(vector.path),
+                    "layers": vector.layers,
+                    "hidden_size": vector.hidden_size,
+                    "meta": vector.meta,
+                    "stats": {str(k): v for k, v in vector.stats.items()},
+                },
+                ensure_ascii=False,
+            )
+        )
         return 0
-    print(f"{vector.path}: {len(vector.layers)} layers ({vector.layers[0]}–{vector.layers[-1]}), "
-          f"hidden size {vector.hidden_size}")
+    print(
+        f"{vector.path}: {len(vector.layers)} layers ({vector.layers[0]}–{vector.layers[-1]}), "
+        f"hidden size {vector.hidden_size}"
+    )
     if not vector.has_sidecar:
         print("no sidecar .json: a bare reference-style vector (no method, dataset or per-layer stats recorded)")
         print("norms: " + ", ".join(f"{k}:{float(v.norm()):.3f}" for k, v in vector.directions.items()))
@@ -135,9 +167,17 @@ def _generate_one(loaded, steering, settings, prompt: str, strength: float) -> d
 
     result = generate_batch(loaded, [{"role": "user", "content": prompt}], [0.0, strength], steering, settings)
     tokens = sum(result.token_counts)
-    return {"prompt": prompt, "plain": result.texts[0], "steered": result.texts[1], "notice": result.notice,
-            "timings": {"generate_s": result.seconds, "tokens": tokens,
-                        "tokens_per_s": tokens / result.seconds if result.seconds else None}}
+    return {
+        "prompt": prompt,
+        "plain": result.texts[0],
+        "steered": result.texts[1],
+        "notice": result.notice,
+        "timings": {
+            "generate_s": result.seconds,
+            "tokens": tokens,
+            "tokens_per_s": tokens / result.seconds if result.seconds else None,
+        },
+    }
 
 
 def _side_by_side(plain: str, steered: str, width: int = 60) -> str:
@@ -169,12 +209,25 @@ def cmd_generate(args) -> int:
     penalty = args.repetition_penalty if args.repetition_penalty is not None else rec.get("repetition_penalty", 1.0)
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
     steering = Steering(vector, layers, strength, scale, args.position)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_p=args.top_p, top_k=args.top_k, repetition_penalty=penalty,
-                                  seed=args.seed, system_prompt=args.system)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=penalty,
+        seed=args.seed,
+        system_prompt=args.system,
+    )
     prompts = _read_prompts(args.prompts) if args.prompts else [args.prompt]
-    shown = {"model": args.model, "vector": str(args.vector), "layers": steering.layer_list(loaded.num_layers),
-             "strength": strength, "scale": scale, "position": args.position, **settings.__dict__}
+    shown = {
+        "model": args.model,
+        "vector": str(args.vector),
+        "layers": steering.layer_list(loaded.num_layers),
+        "strength": strength,
+        "scale": scale,
+        "position": args.position,
+        **settings.__dict__,
+    }
     for prompt in prompts:
         row = _generate_one(loaded, steering, settings, prompt, strength)
         if row["notice"]:
@@ -193,8 +246,13 @@ def cmd_export(args) -> int:
 
     out = export_vector(args.vector, args.format, args.out, overwrite=args.overwrite, model_hint=args.model_hint)
     directions, meta, stats = read_vector(out)  # read back what was written: the file is loadable
-    info = {"source": str(args.vector), "out": str(out), "format": args.format, "layers": sorted(directions),
-            "hidden_size": int(next(iter(directions.values())).numel())}
+    info = {
+        "source": str(args.vector),
+        "out": str(out),
+        "format": args.format,
+        "layers": sorted(directions),
+        "hidden_size": int(next(iter(directions.values())).numel()),
+    }
     if args.format == "gguf":
         from gguf import GGUFReader
 
@@ -205,13 +263,20 @@ def cmd_export(args) -> int:
         print(json.dumps(info, ensure_ascii=False))
         return 0
     layers = info["layers"]
-    print(f"exported {args.vector} -> {out} ({args.format}: {len(layers)} layers {layers[0]}–{layers[-1]}, "
-          f"hidden size {info['hidden_size']})")
+    print(
+        f"exported {args.vector} -> {out} ({args.format}: {len(layers)} layers {layers[0]}–{layers[-1]}, "
+        f"hidden size {info['hidden_size']})"
+    )
     if args.format == "gguf":
-        strength_note = ("each direction is the layer's mean difference (scale 1.0 on one layer = calibrated 1.0)"
-                         if info["scale"] == "mean_diff" else "unit directions (no mean-difference stats recorded)")
-        print(f"llama.cpp: --control-vector-scaled {out} SCALE [--control-vector-layer-range A B]; "
-              f"direction.N steers block N's output; {strength_note}")
+        strength_note = (
+            "each direction is the layer's mean difference (scale 1.0 on one layer = calibrated 1.0)"
+            if info["scale"] == "mean_diff"
+            else "unit directions (no mean-difference stats recorded)"
+        )
+        print(
+            f"llama.cpp: --control-vector-scaled {out} SCALE [--control-vector-layer-range A B]; "
+            f"direction.N steers block N's output; {strength_note}"
+        )
     return 0
 
 
@@ -227,12 +292,31 @@ def cmd_sweep(args) -> int:
     options = [o for o in args.layers.replace(";", " ").split() if o]
     strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
     loaded = load_model(args.model)
-    cells = sweep(loaded, vector, prompts, options, strengths, lang, args.scale, args.position, args.max_new_tokens,
-                  args.system, progress=None if args.json else _progress_bar("sweep"),
-                  repetition_penalty=args.repetition_penalty)
+    cells = sweep(
+        loaded,
+        vector,
+        prompts,
+        options,
+        strengths,
+        lang,
+        args.scale,
+        args.position,
+        args.max_new_tokens,
+        args.system,
+        progress=None if args.json else _progress_bar("sweep"),
+        repetition_penalty=args.repetition_penalty,
+    )
     best = recommend(cells)
-    rec = ({"layers": best.layers, "strength": best.strength, "scale": args.scale,
-            "repetition_penalty": args.repetition_penalty} if best else None)
+    rec = (
+        {
+            "layers": best.layers,
+            "strength": best.strength,
+            "scale": args.scale,
+            "repetition_penalty": args.repetition_penalty,
+        }
+        if best
+        else None
+    )
     if args.report:
         from .report import write_report
 
@@ -245,8 +329,10 @@ def cmd_sweep(args) -> int:
         print(json.dumps({"cells": cells_table(cells), "recommended": rec}, ensure_ascii=False))
     else:
         for row in cells_table(cells):
-            print(f"layers {row['layers']:>6}  strength {row['strength']:5g}  style {row['style']:6.2f}  "
-                  f"markers {row['marker_share']:4.0%}  broken {row['broken_share']:4.0%}")
+            print(
+                f"layers {row['layers']:>6}  strength {row['strength']:5g}  style {row['style']:6.2f}  "
+                f"markers {row['marker_share']:4.0%}  broken {row['broken_share']:4.0%}"
+            )
         print(f"recommended: {rec}")
     return 0
 
@@ -260,27 +346,42 @@ def cmd_compare(args) -> int:
     loaded = load_model(args.model)
     sections = []
     for lang in args.lang:
-        kwargs = {"methods": ["mean_diff"], "contrasts": ["gyaru-vs-standard"], "positions": ["mean"]} if args.quick else {}
-        study = run_study(loaded, lang, args.layers.split(), [float(x) for x in args.strengths.split(",")],
-                          args.dev, args.test, args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-                          log=lambda m: print(m, file=sys.stderr), **kwargs)
+        kwargs = (
+            {"methods": ["mean_diff"], "contrasts": ["gyaru-vs-standard"], "positions": ["mean"]} if args.quick else {}
+        )
+        study = run_study(
+            loaded,
+            lang,
+            args.layers.split(),
+            [float(x) for x in args.strengths.split(",")],
+            args.dev,
+            args.test,
+            args.max_new_tokens,
+            repetition_penalty=args.repetition_penalty,
+            log=lambda m: print(m, file=sys.stderr),
+            **kwargs,
+        )
         save_study(study, args.report)
         sections.append(study_markdown(study, loaded.name))
         if study.best_vector is not None:
             best_key = "/".join(study.best_vector.meta[k] for k in ("method", "contrast", "position"))
             stem = f"sweep_{lang}"
             write_report(study.sweeps[best_key], args.report, stem, f"Dev sweep of the best vector ({best_key})")
-            sections[-1] += f"\nDev sweep of the best vector ({best_key}): [table]({stem}.md)\n\n" \
-                            f"![style]({stem}_style.png) ![broken]({stem}_broken_share.png)\n"
+            sections[-1] += (
+                f"\nDev sweep of the best vector ({best_key}): [table]({stem}.md)\n\n"
+                f"![style]({stem}_style.png) ![broken]({stem}_broken_share.png)\n"
+            )
             if args.ship:
                 study.best_vector.meta["recommended"] = study.best_setting
                 name = "gal_en" if lang == "en" else f"gyaru_{lang}"
                 out = Path(args.ship) / f"{loaded.name.lower()}_{name}.pt"
                 save_vector(study.best_vector, out, overwrite=True)
                 print(f"shipped {out} with recommended {study.best_setting}", file=sys.stderr)
-    header = (f"# Evaluation\n\nGenerated by `python -m steering compare {' '.join(sys.argv[2:])}` "
-              f"on {loaded.name}. Style and breakage are judged from the reply text (steering/evaluate.py), never "
-              "from the model's own projection onto the vector.\n\n")
+    header = (
+        f"# Evaluation\n\nGenerated by `python -m steering compare {' '.join(sys.argv[2:])}` "
+        f"on {loaded.name}. Style and breakage are judged from the reply text (steering/evaluate.py), never "
+        "from the model's own projection onto the vector.\n\n"
+    )
     (args.report / "evaluation.md").write_text(header + "\n".join(sections), encoding="utf-8")
     print(f"wrote {args.report / 'evaluation.md'}")
     return 0
@@ -337,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=None,
-                   help="default: the vector's recommended value, else 1.0")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=None, help="default: the vector's recommended value, else 1.0"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", default=None, help="system prompt (default: the model template's own)")
     p.add_argument("--quantize", default=None, choices=["4bit"])
@@ -351,8 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vector", type=Path, help="vector file (.pt with its .json, .safetensors or .gguf)")
     p.add_argument("--format", required=True, choices=["gguf", "safetensors"])
     p.add_argument("--out", required=True, type=Path, help="output file (.gguf or .safetensors to match --format)")
-    p.add_argument("--model-hint", default=None,
-                   help="controlvector.model_hint for gguf (default: the vector's model type, else llama)")
+    p.add_argument(
+        "--model-hint",
+        default=None,
+        help="controlvector.model_hint for gguf (default: the vector's model type, else llama)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -362,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", required=True, type=Path)
     p.add_argument("--prompts", default=None, help="prompt file (default: the vector's language set)")
     p.add_argument("--max-prompts", type=int, default=16)
-    p.add_argument("--layers", default="6-10 10-14 14-18", help="layer options separated by spaces or ';', e.g. '8 4-8 8-12'")
+    p.add_argument(
+        "--layers", default="6-10 10-14 14-18", help="layer options separated by spaces or ';', e.g. '8 4-8 8-12'"
+    )
     p.add_argument("--strengths", default="0,1,2,3,4", help="comma-separated, e.g. 0,1,2,4")
     p.add_argument("--scale", default="calibrated", choices=["calibrated", "raw"])
     p.add_argument("--position", default="all", choices=["all", "generated", "last"])

@@ -89,8 +89,9 @@ def resolve_path(path: str | Path) -> Path:
     if key in BUNDLED:
         return BUNDLED[key]
     if text.startswith("bundled:"):
-        raise DatasetError(f"unknown bundled dataset {text!r}: expected one of "
-                           + ", ".join(f"bundled:{k}" for k in BUNDLED))
+        raise DatasetError(
+            f"unknown bundled dataset {text!r}: expected one of " + ", ".join(f"bundled:{k}" for k in BUNDLED)
+        )
     return Path(path)
 
 
@@ -215,7 +216,7 @@ class _JsonListReader:
         if chunk is None:
             self.eof = True
             return False
-        self.buf = self.buf[self.pos:] + chunk
+        self.buf = self.buf[self.pos :] + chunk
         self.pos = 0
         return True
 
@@ -272,8 +273,11 @@ class _JsonListReader:
                 break
             if sep != ",":
                 found = "end of file" if sep is None else repr(sep)
-                raise _error(self.shown, f"item {index} (line {self.line})",
-                             f"invalid JSON: expected ',' or ']' after the item, found {found}")
+                raise _error(
+                    self.shown,
+                    f"item {index} (line {self.line})",
+                    f"invalid JSON: expected ',' or ']' after the item, found {found}",
+                )
             self._advance(self.pos + 1)
         if self._peek() is not None:
             raise _error(self.shown, f"line {self.line}", "invalid JSON: extra text after the closing ']'")
@@ -319,8 +323,9 @@ def _csv_header(row: list[str], shown: str, line: int) -> list[str]:
     _check_pair_keys(header, shown, f"line {line} (header)")
     for key in REQUIRED:
         if key not in header:
-            raise _error(shown, f"line {line} (header)", f"missing column (the header has: {', '.join(header)})",
-                         field=key)
+            raise _error(
+                shown, f"line {line} (header)", f"missing column (the header has: {', '.join(header)})", field=key
+            )
     return header
 
 
@@ -355,8 +360,12 @@ def _check_pair_keys(keys: Sequence[str], shown: str, where: str) -> None:
     if any(k in keys for k in REQUIRED):
         return
     has = ", ".join(str(k) for k in keys) or "no keys"
-    raise _error(shown, where, f"this does not look like a contrast-pair file: found keys {has}; "
-                               f"expected {' and '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})")
+    raise _error(
+        shown,
+        where,
+        f"this does not look like a contrast-pair file: found keys {has}; "
+        f"expected {' and '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})",
+    )
 
 
 def _text(record: dict, key: str, shown: str, where: str, required: bool) -> str | None:
@@ -430,8 +439,10 @@ def _check_columns(entries: Sequence[Entry], contrast: str, path: Path) -> None:
     shown, unit = _shown(path), _location_unit(path)
     listed = ", ".join(f"{unit} {e.line} (id {e.id})" for e in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    raise DatasetError(f'{shown}: contrast "{contrast}" needs column "{column}", which is missing '
-                       f'in {len(missing)} of {len(entries)} entries: {listed}{more}')
+    raise DatasetError(
+        f'{shown}: contrast "{contrast}" needs column "{column}", which is missing '
+        f"in {len(missing)} of {len(entries)} entries: {listed}{more}"
+    )
 
 
 def _columns(entries: Sequence[Entry]) -> tuple[str, ...]:
@@ -463,8 +474,14 @@ def load_dataset(path: str | Path, contrast: str | None = None, max_entries: int
     entries = _read_entries(resolved, shown, max_entries)
     if contrast is not None:
         _check_columns(entries, contrast, resolved)
-    return Dataset(path=resolved, name=resolved.stem, entries=entries, sha256=file_sha256(resolved),
-                   lang=_guess_dataset_lang(entries), columns=_columns(entries))
+    return Dataset(
+        path=resolved,
+        name=resolved.stem,
+        entries=entries,
+        sha256=file_sha256(resolved),
+        lang=_guess_dataset_lang(entries),
+        columns=_columns(entries),
+    )
 
 
 def _read_entries(path: Path, shown: str, max_entries: int | None) -> list[Entry]:
@@ -526,8 +543,12 @@ def _length_stats(texts: Sequence[str]) -> dict[str, float]:
     lengths = [len(t) for t in texts]
     if not lengths:
         return {"mean": 0.0, "median": 0.0, "min": 0, "max": 0}
-    return {"mean": round(statistics.fmean(lengths), 2), "median": float(statistics.median(lengths)),
-            "min": min(lengths), "max": max(lengths)}
+    return {
+        "mean": round(statistics.fmean(lengths), 2),
+        "median": float(statistics.median(lengths)),
+        "min": min(lengths),
+        "max": max(lengths),
+    }
 
 
 def _share(flags: Sequence[bool]) -> float:

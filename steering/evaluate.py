@@ -29,8 +29,14 @@ from .models import LoadedModel
 from .steer import Steering
 from .style import style_score
 
-THRESHOLDS = {"repeated_ngram_rate": 0.5, "distinct_2": 0.35, "symbol_share": 0.3, "longest_run": 6,
-              "wrong_script_share": 0.5, "gibberish_share": 0.1}
+THRESHOLDS = {
+    "repeated_ngram_rate": 0.5,
+    "distinct_2": 0.35,
+    "symbol_share": 0.3,
+    "longest_run": 6,
+    "wrong_script_share": 0.5,
+    "gibberish_share": 0.1,
+}
 _CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5,}")
 _CASE_FLIPS = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
 AASHI = "あーし"
@@ -136,8 +142,14 @@ def score_reply(text: str, lang: str) -> ReplyScore:
         reasons.append("wrong script")
     if metrics["gibberish_share"] > THRESHOLDS["gibberish_share"]:
         reasons.append("gibberish")
-    return ReplyScore(style=style.score, markers=style.marker_ids, aashi=AASHI in text, **metrics,
-                      broken=bool(reasons), reasons=reasons)
+    return ReplyScore(
+        style=style.score,
+        markers=style.marker_ids,
+        aashi=AASHI in text,
+        **metrics,
+        broken=bool(reasons),
+        reasons=reasons,
+    )
 
 
 def summarize(texts: Sequence[str], lang: str) -> dict:
@@ -196,8 +208,9 @@ def sweep(
     repetition_penalty: float = 1.0,
 ) -> list[SweepCell]:
     """Greedy replies over a layer × strength grid; every strength of one layer option in one batched call."""
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, system_prompt=system_prompt,
-                                  repetition_penalty=repetition_penalty)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens, system_prompt=system_prompt, repetition_penalty=repetition_penalty
+    )
     conversations = [[{"role": "user", "content": p}] for p in prompts]
     cells: list[SweepCell] = []
     for i, layers in enumerate(layer_options):
@@ -220,14 +233,26 @@ def recommend(cells: Sequence[SweepCell], max_broken: float = 0.05) -> SweepCell
     is no recommendation.
     """
     plain = {tuple(c.layers): c.summary["style"] for c in cells if c.strength == 0}
-    ok = [c for c in cells if c.strength != 0 and c.summary["broken_share"] <= max_broken
-          and c.summary["style"] > plain.get(tuple(c.layers), 0.0)]
+    ok = [
+        c
+        for c in cells
+        if c.strength != 0
+        and c.summary["broken_share"] <= max_broken
+        and c.summary["style"] > plain.get(tuple(c.layers), 0.0)
+    ]
     if not ok:
         return None
     return max(ok, key=lambda c: (round(c.summary["style"], 6), -abs(c.strength)))
 
 
+def layers_label(layers: Sequence[int]) -> str:
+    """'8-12' for a contiguous band, '8' for one layer, '8,10,12' otherwise."""
+    layers = sorted(layers)
+    if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
 def cells_table(cells: Sequence[SweepCell]) -> list[dict]:
     """Flat rows for CSV/JSON and the app's heatmaps."""
-    return [{"layers": f"{c.layers[0]}-{c.layers[-1]}" if len(c.layers) > 1 else str(c.layers[0]),
-             "strength": c.strength, **c.summary} for c in cells]
+    return [{"layers": layers_label(c.layers), "strength": c.strength, **c.summary} for c in cells]

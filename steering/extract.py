@@ -57,8 +57,13 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def layer_stats(diffs: np.ndarray, direction: np.ndarray, residual_norm: float,
-                heldout: tuple[np.ndarray, np.ndarray] | None, train: tuple[np.ndarray, np.ndarray]) -> dict:
+def layer_stats(
+    diffs: np.ndarray,
+    direction: np.ndarray,
+    residual_norm: float,
+    heldout: tuple[np.ndarray, np.ndarray] | None,
+    train: tuple[np.ndarray, np.ndarray],
+) -> dict:
     """The per-layer numbers saved beside a direction."""
     mean = np.asarray(diffs, dtype=np.float64).mean(axis=0)
     mean_norm = float(np.linalg.norm(mean))
@@ -104,16 +109,25 @@ def extract(
 ) -> Extraction:
     """Capture both sides of every pair in one batched pass and fit a direction per layer."""
     if len(positives) != len(negatives) or not positives:
-        raise ValueError(f"need the same non-zero number of positive and negative texts "
-                         f"(got {len(positives)} and {len(negatives)})")
+        raise ValueError(
+            f"need the same non-zero number of positive and negative texts (got {len(positives)} and {len(negatives)})"
+        )
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     layer_list = parse_layers(layers, loaded.num_layers)
     n = len(positives)
     topics = list(topics) if topics is not None else [None] * n
     t0 = time.perf_counter()
-    cap: Capture = capture(loaded, list(positives) + list(negatives), layer_list, position,
-                           topics=topics + topics, lang=lang, batch_size=batch_size, progress=progress)
+    cap: Capture = capture(
+        loaded,
+        list(positives) + list(negatives),
+        layer_list,
+        position,
+        topics=topics + topics,
+        lang=lang,
+        batch_size=batch_size,
+        progress=progress,
+    )
     t1 = time.perf_counter()
     # Fewer than 4 pairs leave too little to both fit and test: use them all for fitting.
     train_idx, held_idx = (sorted(part) for part in split(range(n), heldout_fraction if n >= 4 else 0.0, seed))
@@ -123,8 +137,9 @@ def extract(
         diffs = pos[train_idx] - neg[train_idx]
         direction = direction_from_diffs(diffs, method)
         heldout = (pos[held_idx], neg[held_idx]) if held_idx else None
-        stats[layer] = layer_stats(diffs, direction, cap.residual_norm[layer], heldout,
-                                   (pos[train_idx], neg[train_idx]))
+        stats[layer] = layer_stats(
+            diffs, direction, cap.residual_norm[layer], heldout, (pos[train_idx], neg[train_idx])
+        )
         directions[layer] = torch.from_numpy(direction.astype(np.float32))
     fit_s = time.perf_counter() - t1
     stats_meta = {"train_pairs": len(train_idx), "heldout_pairs": len(held_idx)}

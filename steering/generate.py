@@ -38,8 +38,9 @@ class GenerationSettings:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         kwargs = {"max_new_tokens": int(self.max_new_tokens), "repetition_penalty": float(self.repetition_penalty)}
         if self.temperature and self.temperature > 0:
-            kwargs.update(do_sample=True, temperature=float(self.temperature), top_p=float(self.top_p),
-                          top_k=int(self.top_k))
+            kwargs.update(
+                do_sample=True, temperature=float(self.temperature), top_p=float(self.top_p), top_k=int(self.top_k)
+            )
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
@@ -61,8 +62,10 @@ def prepare_prompt(loaded: LoadedModel, messages: Sequence[dict], settings: Gene
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
     budget = loaded.context_length - settings.max_new_tokens
     if budget < 16:
-        raise ValueError(f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the "
-                         f"model's {loaded.context_length}-token context")
+        raise ValueError(
+            f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the "
+            f"model's {loaded.context_length}-token context"
+        )
     if len(ids) <= budget:
         return PreparedPrompt(ids)
     notice = f"the conversation ({len(ids)} tokens) was longer than the context allows; kept the last {budget} tokens"
@@ -82,13 +85,15 @@ def _batch_inputs(loaded: LoadedModel, prompts: Sequence[PreparedPrompt]) -> dic
     width = max(len(p.input_ids) for p in prompts)
     pad = loaded.tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(p.input_ids)) + p.input_ids for p in prompts], device=loaded.device)
-    mask = torch.tensor([[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in prompts],
-                        device=loaded.device)
+    mask = torch.tensor(
+        [[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in prompts], device=loaded.device
+    )
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _run_generate(loaded: LoadedModel, inputs: dict, settings: GenerationSettings, steerings: list[Steering],
-                  **extra) -> torch.Tensor:
+def _run_generate(
+    loaded: LoadedModel, inputs: dict, settings: GenerationSettings, steerings: list[Steering], **extra
+) -> torch.Tensor:
     kwargs = settings.generate_kwargs()
     tok = loaded.tokenizer
     kwargs.update(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra)
@@ -122,8 +127,13 @@ class BatchResult:
     settings: dict = field(default_factory=dict)
 
 
-def generate_rows(loaded: LoadedModel, conversations: Sequence[Sequence[dict]], strengths: Sequence[float],
-                  steering: Steering | None = None, settings: GenerationSettings | None = None) -> BatchResult:
+def generate_rows(
+    loaded: LoadedModel,
+    conversations: Sequence[Sequence[dict]],
+    strengths: Sequence[float],
+    steering: Steering | None = None,
+    settings: GenerationSettings | None = None,
+) -> BatchResult:
     """One reply per (conversation, strength) row, all rows in one batched generate call (sweeps use this)."""
     if len(conversations) != len(strengths):
         raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
@@ -139,8 +149,13 @@ def generate_rows(loaded: LoadedModel, conversations: Sequence[Sequence[dict]], 
     return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, notice)
 
 
-def generate_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
-                   steering: Steering | None = None, settings: GenerationSettings | None = None) -> BatchResult:
+def generate_batch(
+    loaded: LoadedModel,
+    messages: Sequence[dict],
+    strengths: Sequence[float] = (0.0, 1.0),
+    steering: Steering | None = None,
+    settings: GenerationSettings | None = None,
+) -> BatchResult:
     """One reply per strength to the same conversation, all rows in one batched generate call."""
     return generate_rows(loaded, [messages] * len(strengths), strengths, steering, settings)
 
@@ -196,16 +211,26 @@ class _Cancel:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def stream_batch(loaded: LoadedModel, messages: Sequence[dict], strengths: Sequence[float] = (0.0, 1.0),
-                 steering: Steering | None = None, settings: GenerationSettings | None = None,
-                 on_notice: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+def stream_batch(
+    loaded: LoadedModel,
+    messages: Sequence[dict],
+    strengths: Sequence[float] = (0.0, 1.0),
+    steering: Steering | None = None,
+    settings: GenerationSettings | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Iterator[list[str]]:
     """Yield the full text of every row after each step; closing the generator stops generation."""
     return stream_rows(loaded, [messages] * len(strengths), strengths, steering, settings, on_notice)
 
 
-def stream_rows(loaded: LoadedModel, conversations: Sequence[Sequence[dict]], strengths: Sequence[float],
-                steering: Steering | None = None, settings: GenerationSettings | None = None,
-                on_notice: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+def stream_rows(
+    loaded: LoadedModel,
+    conversations: Sequence[Sequence[dict]],
+    strengths: Sequence[float],
+    steering: Steering | None = None,
+    settings: GenerationSettings | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Iterator[list[str]]:
     """Like stream_batch, one conversation per row (e.g. each chat column continuing its own history).
 
     `on_notice` hears about a conversation cut to fit the context."""
@@ -222,8 +247,9 @@ def stream_rows(loaded: LoadedModel, conversations: Sequence[Sequence[dict]], st
 
     def work() -> None:
         try:
-            _run_generate(loaded, inputs, settings, steerings, streamer=streamer,
-                          stopping_criteria=StoppingCriteriaList([cancel]))
+            _run_generate(
+                loaded, inputs, settings, steerings, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel])
+            )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             errors.append(exc)
         finally:

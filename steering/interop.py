@@ -129,8 +129,10 @@ def _read_gguf(path: Path):
     arch = kv("general.architecture")
     if arch != ARCH:
         what = f"a {arch!r} model file" if isinstance(arch, str) else "a GGUF file without general.architecture"
-        raise VectorFileError(f"{path}: {what}, not a llama.cpp control vector (general.architecture must be "
-                              f"'{ARCH}'); pass a control-vector .gguf, e.g. one made by `python -m steering export`")
+        raise VectorFileError(
+            f"{path}: {what}, not a llama.cpp control vector (general.architecture must be "
+            f"'{ARCH}'); pass a control-vector .gguf, e.g. one made by `python -m steering export`"
+        )
     float_types = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
     raw: dict[int, torch.Tensor] = {}
     try:
@@ -138,19 +140,25 @@ def _read_gguf(path: Path):
             name = tensor.name
             match = _GGUF_NAME.fullmatch(name)
             if not match:
-                raise VectorFileError(f"{path}: tensor {name!r} is not a control-vector direction "
-                                      "(llama.cpp control vectors hold only direction.N tensors)")
+                raise VectorFileError(
+                    f"{path}: tensor {name!r} is not a control-vector direction "
+                    "(llama.cpp control vectors hold only direction.N tensors)"
+                )
             layer = int(match.group(1))
             if layer == 0:
-                raise VectorFileError(f"{path}: direction.0 is invalid in a llama.cpp control vector (block 0 "
-                                      "cannot be steered there; direction.N steers the output of block N, N >= 1)")
+                raise VectorFileError(
+                    f"{path}: direction.0 is invalid in a llama.cpp control vector (block 0 "
+                    "cannot be steered there; direction.N steers the output of block N, N >= 1)"
+                )
             dims = [int(d) for d in tensor.shape]
             while len(dims) > 1 and dims[-1] == 1:  # ggml_n_dims ignores trailing 1s
                 dims.pop()
             if len(dims) != 1 or tensor.tensor_type not in float_types:
                 kind = getattr(tensor.tensor_type, "name", tensor.tensor_type)
-                raise VectorFileError(f"{path}: tensor {name} is not a 1-D float tensor "
-                                      f"(type {kind}, shape {list(tensor.shape)}); expected F32 [n_embd]")
+                raise VectorFileError(
+                    f"{path}: tensor {name} is not a 1-D float tensor "
+                    f"(type {kind}, shape {list(tensor.shape)}); expected F32 [n_embd]"
+                )
             if layer in raw:
                 raise VectorFileError(f"{path}: layer {layer} appears twice ({name})")
             data = np.array(tensor.data, dtype=float_types[tensor.tensor_type], copy=True).reshape(-1)
@@ -181,14 +189,16 @@ def _read_safetensors(path: Path):
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:  # noqa: BLE001 - SafetensorError for bad headers, truncation...
-        raise VectorFileError(f"{path}: not a readable safetensors file (truncated or corrupt?): "
-                              f"{_first_line(exc)}") from None
+        raise VectorFileError(
+            f"{path}: not a readable safetensors file (truncated or corrupt?): {_first_line(exc)}"
+        ) from None
     raw: dict[int, torch.Tensor] = {}
     for key, tensor in tensors.items():
         match = _ST_NAME.fullmatch(key)
         if not match:
-            raise VectorFileError(f"{path}: tensor {key!r} is not a layer direction "
-                                  "(expected keys layer.N, direction.N or N)")
+            raise VectorFileError(
+                f"{path}: tensor {key!r} is not a layer direction (expected keys layer.N, direction.N or N)"
+            )
         layer = int(match.group(1))
         if layer in raw:
             raise VectorFileError(f"{path}: layer {layer} appears twice ({key})")
@@ -272,8 +282,9 @@ def _unit(vec: torch.Tensor) -> torch.Tensor:
     return vec / norm if norm > 0 else vec
 
 
-def export_gguf(vector: SteeringVector, path: str | Path, model_hint: str | None = None,
-                overwrite: bool = False) -> Path:
+def export_gguf(
+    vector: SteeringVector, path: str | Path, model_hint: str | None = None, overwrite: bool = False
+) -> Path:
     """Write a llama.cpp control vector: direction.N = our layer N (block N's output); layer 0 is left out.
 
     Stores unit × mean_diff_norm per layer (steering.scale = "mean_diff") when every layer has that stat,
@@ -287,10 +298,13 @@ def export_gguf(vector: SteeringVector, path: str | Path, model_hint: str | None
     extra = {}
     if 0 in vector.directions:
         if not layers:
-            raise VectorFileError(f"{vector.path or vector.name}: holds only layer 0, which a llama.cpp control "
-                                  "vector cannot express (block 0's output is never steered there)")
-        warnings.warn("layer 0 left out of the GGUF: llama.cpp cannot steer block 0 (direction.0 is rejected)",
-                      stacklevel=2)
+            raise VectorFileError(
+                f"{vector.path or vector.name}: holds only layer 0, which a llama.cpp control "
+                "vector cannot express (block 0's output is never steered there)"
+            )
+        warnings.warn(
+            "layer 0 left out of the GGUF: llama.cpp cannot steer block 0 (direction.0 is rejected)", stacklevel=2
+        )
         extra["gguf_dropped_layers"] = [0]
     scale = SCALE_MEAN_DIFF if _calibrated(vector, layers) else SCALE_UNIT
     hint = model_hint or model_hint_for(vector.meta)
@@ -324,8 +338,10 @@ def export_safetensors(vector: SteeringVector, path: str | Path, overwrite: bool
     path = _out_path(path, "safetensors", overwrite)
     validate_directions(vector.directions, str(vector.path or vector.name))  # NaN/inf: refuse, write nothing
     # clone(): layers may share one tensor (e.g. a hand-made {layer: v for layer in ...} .pt), which save_file refuses
-    tensors = {f"layer.{layer}": vector.directions[layer].detach().float().cpu().contiguous().clone()
-               for layer in vector.layers}
+    tensors = {
+        f"layer.{layer}": vector.directions[layer].detach().float().cpu().contiguous().clone()
+        for layer in vector.layers
+    }
     metadata = {"format": "pt", "steering": _sidecar_json(vector), SCALE_KEY: SCALE_UNIT}
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -336,8 +352,13 @@ def export_safetensors(vector: SteeringVector, path: str | Path, overwrite: bool
     return path
 
 
-def export_vector(src_path: str | Path, fmt: str, out_path: str | Path | None = None, overwrite: bool = False,
-                  model_hint: str | None = None) -> Path:
+def export_vector(
+    src_path: str | Path,
+    fmt: str,
+    out_path: str | Path | None = None,
+    overwrite: bool = False,
+    model_hint: str | None = None,
+) -> Path:
     """Convert a vector file (.pt, .safetensors or .gguf) to `fmt` ("gguf" or "safetensors") at out_path.
 
     out_path defaults to the source path with the format's suffix; an existing file is refused unless

@@ -110,8 +110,14 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         return _default_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(names)}")
     return names[dtype]
@@ -159,8 +165,9 @@ def _quantization_kwargs(spec: str, quantize: str | None, dtype: torch.dtype) ->
         return {"device_map": "auto"}
     from transformers import BitsAndBytesConfig  # imported only on the CUDA path
 
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
-                                bnb_4bit_use_double_quant=True)
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+    )
     return {"quantization_config": config, "device_map": "auto"}
 
 
@@ -172,8 +179,9 @@ def check_loadable(spec: str, quantize: str | None = None) -> None:
     _needs_4bit(spec, quantize)
 
 
-def load_model(spec: str = BUNDLED, quantize: str | None = None, dtype: str | torch.dtype | None = None,
-               device: str | None = None) -> LoadedModel:
+def load_model(
+    spec: str = BUNDLED, quantize: str | None = None, dtype: str | torch.dtype | None = None, device: str | None = None
+) -> LoadedModel:
     """Load `spec` (bundled, hub id, local folder or .gguf file) in eval mode, ready for chat templates."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,7 +205,9 @@ def load_model(spec: str = BUNDLED, quantize: str | None = None, dtype: str | to
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     find_decoder_layers(model)  # fail now, not mid-extraction
-    name = "SmolLM2-135M-Instruct" if spec == BUNDLED else Path(spec).stem if spec.endswith(".gguf") else Path(spec).name
+    name = (
+        "SmolLM2-135M-Instruct" if spec == BUNDLED else Path(spec).stem if spec.endswith(".gguf") else Path(spec).name
+    )
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, name=name)
 
 

@@ -32,9 +32,20 @@ def extract_from_dataset(
     # With max_pairs only that many entries are read and kept: a huge file costs no more memory than a small one.
     dataset = load_dataset(data, contrast=contrast, max_entries=max_pairs or None)
     pairs = contrast_pairs(dataset, contrast)
-    result = extract(loaded, [p.positive for p in pairs], [p.negative for p in pairs], layers=layers,
-                     method=method, position=position, topics=[p.topic for p in pairs], lang=dataset.lang,
-                     heldout_fraction=heldout_fraction, seed=seed, batch_size=batch_size, progress=progress)
+    result = extract(
+        loaded,
+        [p.positive for p in pairs],
+        [p.negative for p in pairs],
+        layers=layers,
+        method=method,
+        position=position,
+        topics=[p.topic for p in pairs],
+        lang=dataset.lang,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
     meta = {
         "model": loaded.spec,
         "model_name": loaded.name,
@@ -55,7 +66,9 @@ def extract_from_dataset(
     return SteeringVector(result.directions, meta, result.stats), result.timings
 
 
-def extract_and_save(loaded: LoadedModel, out: str | Path, overwrite: bool = False, **kwargs) -> tuple[SteeringVector, dict]:
+def extract_and_save(
+    loaded: LoadedModel, out: str | Path, overwrite: bool = False, **kwargs
+) -> tuple[SteeringVector, dict]:
     """extract_from_dataset, then save to `out` (refusing to overwrite unless asked)."""
     t0 = time.perf_counter()
     vector, timings = extract_from_dataset(loaded, **kwargs)

@@ -62,8 +62,10 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, torch.Tensor]
         raise ValueError(f"unknown scale {steering.scale!r}: expected one of {', '.join(SCALES)}")
     layers = steering.layer_list(num_layers)
     if steering.scale == "calibrated" and not steering.vector.calibrated:
-        raise ValueError("the vector has no recorded mean-difference norms (a bare .pt without its .json sidecar?), "
-                         "so the calibrated scale is unknown; use scale='raw'")
+        raise ValueError(
+            "the vector has no recorded mean-difference norms (a bare .pt without its .json sidecar?), "
+            "so the calibrated scale is unknown; use scale='raw'"
+        )
     pushes = {}
     for layer in layers:
         unit = steering.vector.directions[layer].float()
@@ -75,9 +77,11 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, torch.Tensor]
             continue
         norm = steering.vector.stats[layer]["mean_diff_norm"]
         if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0:
-            raise ValueError(f"layer {layer}: the recorded mean-difference norm is {norm!r}, not a finite positive "
-                             "number (an edited or damaged .json sidecar?), so the calibrated scale is unknown; "
-                             "use scale='raw'")
+            raise ValueError(
+                f"layer {layer}: the recorded mean-difference norm is {norm!r}, not a finite positive "
+                "number (an edited or damaged .json sidecar?), so the calibrated scale is unknown; "
+                "use scale='raw'"
+            )
         pushes[layer] = unit * float(norm) / len(layers)
     return pushes
 
@@ -95,8 +99,10 @@ def strength_warning(steering: Steering) -> str | None:
     limit = SANE_STRENGTH.get(steering.scale, math.inf)
     values = _strength_tensor(steering.strength, None)
     if values.abs().max() > limit:
-        return (f"strength {values.abs().max().item():g} on the {steering.scale} scale is beyond ±{limit:g}; "
-                "expect broken text")
+        return (
+            f"strength {values.abs().max().item():g} on the {steering.scale} scale is beyond ±{limit:g}; "
+            "expect broken text"
+        )
     return None
 
 

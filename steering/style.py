@@ -9,7 +9,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -50,7 +50,7 @@ def normalize(text: str, lang: str) -> str:
     return text
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_lexicon(lang: str) -> tuple[Marker, ...]:
     """The markers of one language, compiled; raises ValueError for an unknown language."""
     if lang not in LANGS:

@@ -42,16 +42,18 @@ def apply_template(tokenizer, messages: list[dict], system_prompt: str | None = 
     """Render `messages` with an explicit system message ('' suppresses a template default; None adds none)."""
     if system_prompt is not None and (not messages or messages[0]["role"] != "system"):
         try:
-            return tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}, *messages],
-                                                 tokenize=False, **kwargs)
+            return tokenizer.apply_chat_template(
+                [{"role": "system", "content": system_prompt}, *messages], tokenize=False, **kwargs
+            )
         except Exception:  # noqa: BLE001 - templates that reject a system role (e.g. Gemma) raise various errors
             if system_prompt:
                 raise
     return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
 
 
-def render_reply(tokenizer, text: str, topic: str | None = None, lang: str = "en",
-                 system_prompt: str | None = "") -> Rendered:
+def render_reply(
+    tokenizer, text: str, topic: str | None = None, lang: str = "en", system_prompt: str | None = ""
+) -> Rendered:
     """Template `text` as the assistant's reply and find which tokens hold it."""
     messages = [{"role": "user", "content": user_turn(topic, lang)}, {"role": "assistant", "content": text}]
     rendered = apply_template(tokenizer, messages, system_prompt)

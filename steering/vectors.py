@@ -50,7 +50,7 @@ class SteeringVector:
     def calibrated(self) -> bool:
         """Whether every layer has its mean-difference norm recorded (extraction stats, from a sidecar or inside a
         .safetensors/.gguf file): the calibrated strength scale needs it; a bare reference-style file has none."""
-        return all("mean_diff_norm" in self.stats.get(layer, {}) for layer in self.directions)
+        return all(isinstance(s := self.stats.get(layer), dict) and "mean_diff_norm" in s for layer in self.directions)
 
     @property
     def name(self) -> str:
@@ -101,8 +101,10 @@ def _load_pt(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise VectorFileError(f"{path}: refused — the file holds Python objects beyond tensors "
-                                  f"(a pickle payload could run code); only {{layer: tensor}} files load") from None
+            raise VectorFileError(
+                f"{path}: refused — the file holds Python objects beyond tensors "
+                f"(a pickle payload could run code); only {{layer: tensor}} files load"
+            ) from None
         raise VectorFileError(f"{path}: not a readable torch file (truncated or corrupt?): {first}") from None
 
 
@@ -135,8 +137,7 @@ def _load_sidecar(path: Path) -> tuple[dict, dict[int, dict]]:
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         stats = {int(k): v for k, v in data.pop("layers", {}).items()}
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        warnings.warn(f"{path}: sidecar is not valid JSON ({exc}); loading the vector without metadata",
-                      stacklevel=3)
+        warnings.warn(f"{path}: sidecar is not valid JSON ({exc}); loading the vector without metadata", stacklevel=3)
         return {}, {}
     return data, stats
 
@@ -170,15 +171,20 @@ def save_vector(vector: SteeringVector, path: str | Path, overwrite: bool = Fals
     validate_directions(vector.directions, str(path))
     side = sidecar_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**vector.meta, "hidden_size": vector.hidden_size, "vector_layers": vector.layers,
-            "library_version": __version__}
+    meta = {
+        **vector.meta,
+        "hidden_size": vector.hidden_size,
+        "vector_layers": vector.layers,
+        "library_version": __version__,
+    }
     meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tmp = path.with_suffix(".pt.tmp")
     side_tmp = side.with_suffix(".json.tmp")
     try:  # both files are written aside first: a failed save (disk full...) leaves no partial file behind
         torch.save({int(k): v.detach().float().cpu().contiguous() for k, v in vector.directions.items()}, tmp)
-        side_tmp.write_text(json.dumps(_json_safe({**meta, "layers": vector.stats}), ensure_ascii=False, indent=2),
-                            encoding="utf-8")
+        side_tmp.write_text(
+            json.dumps(_json_safe({**meta, "layers": vector.stats}), ensure_ascii=False, indent=2), encoding="utf-8"
+        )
         tmp.replace(path)
         side_tmp.replace(side)
     finally:
@@ -195,12 +201,12 @@ _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f
 def safe_name(name: str) -> str:
     """A file-name stem with no path parts or odd characters ('../x y' -> 'x_y'), at most 80 characters.
 
-    Characters outside A-Z a-z 0-9 . _ - become '_' (so a name in kana/kanji only becomes "vector"); a Windows
+    Characters other than letters (any script: ギャル stays), digits, '.', '_' and '-' become '_'; a Windows
     device name gets a '_' ("con" -> "con_").
     """
     stem = Path(str(name).replace("\\", "/")).name
     stem = re.sub(r"\.(pt|json|gguf|safetensors)$", "", stem, flags=re.I)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")
+    stem = re.sub(r"[^\w.-]+", "_", stem).strip("._-")
     stem = stem[:80].strip("._-") or "vector"
     base, dot, rest = stem.partition(".")
     if base.upper() in _RESERVED:
@@ -225,8 +231,10 @@ def check_fits(vector: SteeringVector, hidden_size: int, num_layers: int, model_
     where = vector.path or vector.name
     if vector.hidden_size != hidden_size:
         made_for = vector.meta.get("model", "another model")
-        raise VectorFileError(f"{where}: hidden size {vector.hidden_size} does not fit {model_name} "
-                              f"(hidden size {hidden_size}); it was made for {made_for}")
+        raise VectorFileError(
+            f"{where}: hidden size {vector.hidden_size} does not fit {model_name} "
+            f"(hidden size {hidden_size}); it was made for {made_for}"
+        )
     too_deep = [layer for layer in vector.layers if layer >= num_layers]
     if too_deep:
         raise VectorFileError(f"{where}: layers {too_deep} do not exist in {model_name} ({num_layers} layers)")

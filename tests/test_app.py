@@ -170,7 +170,7 @@ def recommended_vector(vector_path):
     copy = path.with_name(f"{path.stem}-rec.pt")
     shutil.copy(path, copy)
     meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    meta["recommended"] = {"layers": [9, 10, 11], "strength": 3.5, "scale": "calibrated"}
+    meta["recommended"] = {"layers": [9, 10, 11], "strength": 3.5, "scale": "calibrated", "repetition_penalty": 1.3}
     copy.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     yield copy
     for leftover in (copy, copy.with_suffix(".json")):
@@ -179,10 +179,10 @@ def recommended_vector(vector_path):
 
 def test_vector_defaults_use_the_recommended_setting(url, vector_path, recommended_vector):
     client = sweep_session(url)  # a page load after the file appeared: it is in this session's list
-    layers, strength, scale, _examples, sweep_layers, sweep_strengths, sweep_scale = client.predict(
+    layers, strength, scale, _examples, sweep_layers, sweep_strengths, sweep_scale, penalty = client.predict(
         str(recommended_vector), api_name="/vector_defaults"
     )
-    assert (layers, strength["value"], scale) == ("9-11", 3.5, "calibrated")
+    assert (layers, strength["value"], scale, penalty) == ("9-11", 3.5, "calibrated", 1.3)
     assert sweep_layers == "8-10 10-12" and sweep_strengths == "0,1,2,3,4" and sweep_scale == "calibrated"
     path, *_ = vector_path  # no "recommended": suggested layer ±2 (those the vector has) at strength 2
     layers, strength, scale, *_ = client.predict(str(path), api_name="/vector_defaults")

@@ -22,7 +22,10 @@ sync_api = pytest.importorskip("playwright.sync_api")
 app = pytest.importorskip("app")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOT_DIRS = [ROOT / "test-artifacts", ROOT / "docs" / "screenshots"]
+# Screenshots are test artifacts; UPDATE_SCREENSHOTS=1 also refreshes the README's copies in docs/screenshots.
+SHOT_DIRS = [ROOT / "test-artifacts"] + (
+    [ROOT / "docs" / "screenshots"] if os.environ.get("UPDATE_SCREENSHOTS") else []
+)
 ARGS = [
     "--headless",
     "--no-sandbox",

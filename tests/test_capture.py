@@ -24,8 +24,11 @@ TOL = dict(atol=1e-4, rtol=1e-4)
 
 def hook_snapshot(model) -> dict:
     """Every module's forward (pre-)hook ids: capture must leave these exactly as it found them."""
-    return {name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()
-            if m._forward_hooks or m._forward_pre_hooks}
+    return {
+        name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks
+    }
 
 
 def assert_same(a, b):

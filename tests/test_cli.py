@@ -12,26 +12,56 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 PAIRS = [
-    ("tech-1", "Tech", "My phone battery dies before lunch every day, so I need to replace it.",
-     "Ugh, my phone is literally dead by lunch every day. I need a new battery, like, now."),
-    ("tech-2", "Tech", "I updated my laptop last night, and now the Wi-Fi keeps disconnecting.",
-     "OMG, I updated my laptop last night and now the Wi-Fi is sooo broken."),
-    ("food-1", "Food", "I had ramen for lunch today, and it was very good.",
-     "Bestie, I had ramen for lunch and it was literally sooo good, I'm obsessed."),
-    ("food-2", "Food", "This cafe serves excellent coffee and pastries.",
-     "This cafe is giving major vibes, the coffee and pastries are totally iconic!"),
-    ("life-1", "Life", "The train was late again this morning, which was inconvenient.",
-     "Like, the train was late AGAIN this morning?! So not okay, seriously."),
-    ("life-2", "Life", "I had my nails done today, and I am happy with them.",
-     "Yasss, new nails today and they're totally slaying, I can't even."),
+    (
+        "tech-1",
+        "Tech",
+        "My phone battery dies before lunch every day, so I need to replace it.",
+        "Ugh, my phone is literally dead by lunch every day. I need a new battery, like, now.",
+    ),
+    (
+        "tech-2",
+        "Tech",
+        "I updated my laptop last night, and now the Wi-Fi keeps disconnecting.",
+        "OMG, I updated my laptop last night and now the Wi-Fi is sooo broken.",
+    ),
+    (
+        "food-1",
+        "Food",
+        "I had ramen for lunch today, and it was very good.",
+        "Bestie, I had ramen for lunch and it was literally sooo good, I'm obsessed.",
+    ),
+    (
+        "food-2",
+        "Food",
+        "This cafe serves excellent coffee and pastries.",
+        "This cafe is giving major vibes, the coffee and pastries are totally iconic!",
+    ),
+    (
+        "life-1",
+        "Life",
+        "The train was late again this morning, which was inconvenient.",
+        "Like, the train was late AGAIN this morning?! So not okay, seriously.",
+    ),
+    (
+        "life-2",
+        "Life",
+        "I had my nails done today, and I am happy with them.",
+        "Yasss, new nails today and they're totally slaying, I can't even.",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def run_cli(cli_env):
     def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "steering", *args], cwd=ROOT, env=cli_env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "steering", *args],
+            cwd=ROOT,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
@@ -40,11 +70,25 @@ def run_cli(cli_env):
 def extracted(tmp_path_factory, run_cli):
     folder = tmp_path_factory.mktemp("cli")
     data = folder / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "topic": t, "standard": s, "gyaru": g}) + "\n"
-                            for i, t, s, g in PAIRS), encoding="utf-8")
+    data.write_text(
+        "".join(json.dumps({"id": i, "topic": t, "standard": s, "gyaru": g}) + "\n" for i, t, s, g in PAIRS),
+        encoding="utf-8",
+    )
     out = folder / "v.pt"
-    result = run_cli("extract", "--model", "bundled", "--data", str(data), "--layers", "8-10", "--max-pairs", "5",
-                     "--out", str(out), "--json")
+    result = run_cli(
+        "extract",
+        "--model",
+        "bundled",
+        "--data",
+        str(data),
+        "--layers",
+        "8-10",
+        "--max-pairs",
+        "5",
+        "--out",
+        str(out),
+        "--json",
+    )
     return result, out, data
 
 

@@ -22,12 +22,27 @@ from steering.data import (
 )
 
 JA = [
-    {"id": "t-1", "topic": "Tech", "standard": "新しいパソコンを買いました。", "casual": "新しいパソコン買ったよ。",
-     "gyaru": "あーし新しいパソコン買ったんだけど、マジ最強じゃん！"},
-    {"id": "t-2", "topic": "Tech", "standard": "動作がとても速いです。", "casual": "動きがすごく速いよ。",
-     "gyaru": "動きちょー速くてウケるｗ"},
-    {"id": "f-1", "topic": "Food", "standard": "昼食にラーメンを食べました。", "casual": "昼にラーメン食べた。",
-     "gyaru": "あーしお昼ラーメンだったし、めっちゃうまかったじゃん！"},
+    {
+        "id": "t-1",
+        "topic": "Tech",
+        "standard": "新しいパソコンを買いました。",
+        "casual": "新しいパソコン買ったよ。",
+        "gyaru": "あーし新しいパソコン買ったんだけど、マジ最強じゃん！",
+    },
+    {
+        "id": "t-2",
+        "topic": "Tech",
+        "standard": "動作がとても速いです。",
+        "casual": "動きがすごく速いよ。",
+        "gyaru": "動きちょー速くてウケるｗ",
+    },
+    {
+        "id": "f-1",
+        "topic": "Food",
+        "standard": "昼食にラーメンを食べました。",
+        "casual": "昼にラーメン食べた。",
+        "gyaru": "あーしお昼ラーメンだったし、めっちゃうまかったじゃん！",
+    },
 ]
 
 
@@ -87,6 +102,7 @@ def test_jsonl_loads(tmp_path):
     assert ds.entries[0].topic == "Tech"
     assert ds.entries[1].gyaru == "動きちょー速くてウケるｗ"
     import hashlib
+
     assert ds.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -99,8 +115,18 @@ def test_jsonl_blank_lines_skipped_and_line_numbers_kept(tmp_path):
 
 
 def test_json_list_reference_style_with_extra_keys(tmp_path):
-    rows = [{"id": i + 1, "batch": 3, "generated_at": "2024-05-01T12:00:00", "topic": r["topic"],
-             "standard": r["standard"], "gyaru": r["gyaru"], "model": "x"} for i, r in enumerate(JA)]
+    rows = [
+        {
+            "id": i + 1,
+            "batch": 3,
+            "generated_at": "2024-05-01T12:00:00",
+            "topic": r["topic"],
+            "standard": r["standard"],
+            "gyaru": r["gyaru"],
+            "model": "x",
+        }
+        for i, r in enumerate(JA)
+    ]
     path = tmp_path / "reference.json"
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
     ds = load_dataset(path)
@@ -112,8 +138,10 @@ def test_json_list_reference_style_with_extra_keys(tmp_path):
 
 
 def test_json_list_larger_than_a_read_chunk(tmp_path):
-    rows = [{"id": f"x{i}", "standard": f"これは{i}番目の文です。" * 20, "gyaru": f"あーし{i}番目だし！" * 20}
-            for i in range(400)]
+    rows = [
+        {"id": f"x{i}", "standard": f"これは{i}番目の文です。" * 20, "gyaru": f"あーし{i}番目だし！" * 20}
+        for i in range(400)
+    ]
     path = tmp_path / "big.json"
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     assert path.stat().st_size > 3 * 65536
@@ -140,9 +168,7 @@ def test_csv_loads(tmp_path):
 def test_csv_multiline_cell_reports_the_starting_line(tmp_path):
     path = tmp_path / "multi.csv"
     path.write_text(
-        "standard,gyaru\n"
-        '"Line one\nline two.","OMG, like, totally!"\n'
-        '"Hello.",""\n',
+        'standard,gyaru\n"Line one\nline two.","OMG, like, totally!"\n"Hello.",""\n',
         encoding="utf-8",
     )
     message = error_of(path)
@@ -309,9 +335,16 @@ def test_csv_row_with_wrong_cell_count(tmp_path):
     assert_names(error_of(path), path, "line 3")
 
 
-@pytest.mark.parametrize("field, value, kind", [("gyaru", 42, "int"), ("standard", ["a"], "list"),
-                                                  ("casual", {"x": 1}, "dict"), ("topic", 3, "int"),
-                                                  ("id", 1.5, "float")])
+@pytest.mark.parametrize(
+    "field, value, kind",
+    [
+        ("gyaru", 42, "int"),
+        ("standard", ["a"], "list"),
+        ("casual", {"x": 1}, "dict"),
+        ("topic", 3, "int"),
+        ("id", 1.5, "float"),
+    ],
+)
 def test_field_not_a_string(tmp_path, field, value, kind):
     row = dict(JA[1])
     row[field] = value
@@ -376,6 +409,7 @@ def test_max_entries_honoured_and_stops_reading(tmp_path):
     ds = load_dataset(path, max_entries=3)  # the broken 4th line is never read
     assert len(ds.entries) == 3
     import hashlib
+
     assert ds.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(DatasetError, match="line 4"):
         load_dataset(path)
@@ -389,8 +423,13 @@ def test_max_entries_json_list_stops_early(tmp_path):
 
 def test_max_entries_memory_is_bounded(tmp_path):
     path = tmp_path / "huge.jsonl"
-    line = json.dumps({"standard": "これはとても長い普通の文です。" * 10, "gyaru": "あーしマジ長い文だし！" * 10},
-                      ensure_ascii=False) + "\n"
+    line = (
+        json.dumps(
+            {"standard": "これはとても長い普通の文です。" * 10, "gyaru": "あーしマジ長い文だし！" * 10},
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(line for _ in range(30_000))
     size = path.stat().st_size
@@ -453,10 +492,34 @@ def test_split_works_on_pairs(tmp_path):
 
 def test_stats_numbers_on_a_tiny_file(tmp_path):
     rows = [
-        {"id": "a", "topic": "Tech", "standard": "今日は晴れです。", "casual": "今日は晴れ。", "gyaru": "あーし今日マジ晴れじゃん！"},
-        {"id": "b", "topic": "Tech", "standard": "明日は雨です。", "casual": "明日は雨。", "gyaru": "明日雨とかマジ無理じゃん"},
-        {"id": "c", "topic": "Food", "standard": "お腹が空きました。", "casual": "お腹すいた。", "gyaru": "アーシお腹すいたしｗ"},
-        {"id": "d", "topic": "Food", "standard": "ご飯を食べます。", "casual": "ご飯食べる。", "gyaru": "あ〜しご飯食べるし！"},
+        {
+            "id": "a",
+            "topic": "Tech",
+            "standard": "今日は晴れです。",
+            "casual": "今日は晴れ。",
+            "gyaru": "あーし今日マジ晴れじゃん！",
+        },
+        {
+            "id": "b",
+            "topic": "Tech",
+            "standard": "明日は雨です。",
+            "casual": "明日は雨。",
+            "gyaru": "明日雨とかマジ無理じゃん",
+        },
+        {
+            "id": "c",
+            "topic": "Food",
+            "standard": "お腹が空きました。",
+            "casual": "お腹すいた。",
+            "gyaru": "アーシお腹すいたしｗ",
+        },
+        {
+            "id": "d",
+            "topic": "Food",
+            "standard": "ご飯を食べます。",
+            "casual": "ご飯食べる。",
+            "gyaru": "あ〜しご飯食べるし！",
+        },
     ]
     path = write_jsonl(tmp_path / "tiny.jsonl", rows)
     stats = dataset_stats(load_dataset(path))
@@ -472,13 +535,16 @@ def test_stats_numbers_on_a_tiny_file(tmp_path):
     assert stats["length"]["standard"] == {"mean": sum(lengths) / 4, "median": 8.0, "min": 7, "max": 9}
     assert stats["length"]["gyaru"]["max"] == max(len(r["gyaru"]) for r in rows)
     import hashlib
+
     assert stats["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     json.dumps(stats)  # JSON-ready for --json
 
 
 def test_stats_english_and_two_columns(tmp_path):
-    rows = [{"standard": "That is nice.", "gyaru": "OMG that's literally so cute!"},
-            {"standard": "I am tired.", "gyaru": "Ugh, I'm like, totally dead."}]
+    rows = [
+        {"standard": "That is nice.", "gyaru": "OMG that's literally so cute!"},
+        {"standard": "I am tired.", "gyaru": "Ugh, I'm like, totally dead."},
+    ]
     stats = dataset_stats(load_dataset(write_jsonl(tmp_path / "en.jsonl", rows)))
     assert stats["lang"] == "en"
     assert stats["aashi_rate"] == 0.0
@@ -500,9 +566,11 @@ def test_format_stats_table(tmp_path):
 
 
 def test_load_prompts_jsonl(tmp_path):
-    path = write_jsonl(tmp_path / "prompts.jsonl",
-                       [{"id": "p1", "topic": "Tech", "prompt": "おすすめのアプリは？"}, {"prompt": " What's up? "}],
-                       [""])
+    path = write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"id": "p1", "topic": "Tech", "prompt": "おすすめのアプリは？"}, {"prompt": " What's up? "}],
+        [""],
+    )
     assert load_prompts(path) == ["おすすめのアプリは？", "What's up?"]
 
 

@@ -102,8 +102,11 @@ def test_mean_lengths(shipped):
 
 def test_per_entry_length_ratio(shipped):
     low, high = RATIO_RANGE
-    bad = [f"{_where(shipped, e)}: {len(e.gyaru) / len(e.standard):.2f}" for e in shipped.entries
-           if not low <= len(e.gyaru) / len(e.standard) <= high]
+    bad = [
+        f"{_where(shipped, e)}: {len(e.gyaru) / len(e.standard):.2f}"
+        for e in shipped.entries
+        if not low <= len(e.gyaru) / len(e.standard) <= high
+    ]
     assert bad == []
 
 

@@ -19,9 +19,17 @@ from steering.evaluate import (
 # Hand-labelled replies: (text, lang, broken?). Real outputs of the bundled model at several strengths, plus
 # typical failure shapes.
 LABELLED = [
-    ("To make your phone battery last longer, lower the screen brightness and close apps you are not using.", "en", False),
+    (
+        "To make your phone battery last longer, lower the screen brightness and close apps you are not using.",
+        "en",
+        False,
+    ),
     ("OMG, like, the beach was sooo iconic, bestie! We literally stayed until sunset.", "en", False),
-    ("The eternal quest for a battery that lasts. I'm happy to help you optimize your phone's battery life.", "en", False),
+    (
+        "The eternal quest for a battery that lasts. I'm happy to help you optimize your phone's battery life.",
+        "en",
+        False,
+    ),
     ("I'm a multi-faceted, multi-faceted, I'm a creative person who loves to cook.", "en", False),
     ("I'm so hungry.\n\nI'm so hungry.\n\nI'm so hungry.\n\nI'm so hungry.\n\nI'm so hungry.", "en", True),
     ("                                                ", "en", True),
@@ -67,13 +75,28 @@ def test_perplexity_prefers_the_fluent_reply(bundled):
 
 
 def _cell(layers, strength, style, broken):
-    return SweepCell(layers, strength, {"style": style, "broken_share": broken, "marker_share": 0.5,
-                                        "replies": 4, "distinct_2": 0.9, "repeated_ngram_rate": 0.0}, [])
+    return SweepCell(
+        layers,
+        strength,
+        {
+            "style": style,
+            "broken_share": broken,
+            "marker_share": 0.5,
+            "replies": 4,
+            "distinct_2": 0.9,
+            "repeated_ngram_rate": 0.0,
+        },
+        [],
+    )
 
 
 def test_recommend_takes_the_best_style_within_the_breakage_budget():
-    cells = [_cell([8], 0.0, 0.0, 0.0), _cell([8], 2.0, 3.0, 0.0), _cell([8], 4.0, 9.0, 0.5),
-             _cell([10], 2.0, 4.0, 0.05)]
+    cells = [
+        _cell([8], 0.0, 0.0, 0.0),
+        _cell([8], 2.0, 3.0, 0.0),
+        _cell([8], 4.0, 9.0, 0.5),
+        _cell([10], 2.0, 4.0, 0.05),
+    ]
     best = recommend(cells)
     assert (best.layers, best.strength) == ([10], 2.0)
     assert recommend([_cell([8], 4.0, 9.0, 0.5)]) is None
@@ -86,17 +109,31 @@ def test_sweep_runs_the_grid_and_strength_zero_is_plain(bundled):
     from steering.generate import GenerationSettings, generate_batch
     from steering.vectors import SteeringVector
 
-    result = extract(bundled, ["OMG, like, totally iconic, bestie!", "Ugh, I literally can't even."] * 2,
-                     ["That is very well known.", "I find this difficult."] * 2, layers="8-10", heldout_fraction=0.0)
+    result = extract(
+        bundled,
+        ["OMG, like, totally iconic, bestie!", "Ugh, I literally can't even."] * 2,
+        ["That is very well known.", "I find this difficult."] * 2,
+        layers="8-10",
+        heldout_fraction=0.0,
+    )
     vector = SteeringVector(result.directions, {}, result.stats)
     prompts = ["Hi!", "What is your favourite food?"]
     calls = []
-    cells = sweep(bundled, vector, prompts, ["8-10", "9"], [0.0, 3.0], "en", max_new_tokens=6,
-                  progress=lambda done, total: calls.append((done, total)))
+    cells = sweep(
+        bundled,
+        vector,
+        prompts,
+        ["8-10", "9"],
+        [0.0, 3.0],
+        "en",
+        max_new_tokens=6,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert [(c.layers, c.strength) for c in cells] == [([8, 9, 10], 0.0), ([8, 9, 10], 3.0), ([9], 0.0), ([9], 3.0)]
     assert calls == [(1, 2), (2, 2)]
-    plain = generate_batch(bundled, [{"role": "user", "content": "Hi!"}], [0.0], None,
-                           GenerationSettings(max_new_tokens=6)).texts[0]
+    plain = generate_batch(
+        bundled, [{"role": "user", "content": "Hi!"}], [0.0], None, GenerationSettings(max_new_tokens=6)
+    ).texts[0]
     assert cells[0].replies[0] == plain
     assert cells[1].replies != cells[0].replies
     assert {r["layers"] for r in cells_table(cells)} == {"8-10", "9"}

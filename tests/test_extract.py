@@ -16,8 +16,15 @@ from steering.extract import (
     suggest_layer,
 )
 
-STAT_KEYS = {"mean_diff_norm", "projected_mean_diff", "pc1_explained_variance", "cos_mean_diff", "residual_norm",
-             "heldout_accuracy", "heldout_auc"}
+STAT_KEYS = {
+    "mean_diff_norm",
+    "projected_mean_diff",
+    "pc1_explained_variance",
+    "cos_mean_diff",
+    "residual_norm",
+    "heldout_accuracy",
+    "heldout_auc",
+}
 
 POSITIVES = [
     "OMG this is sooo cute, like literally iconic!",
@@ -240,8 +247,9 @@ def test_extract_input_errors(tiny_qwen2):
 def test_model_generates_normally_after_extraction(tiny_qwen2):
     tok = tiny_qwen2.tokenizer
     model = tiny_qwen2.model
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Say something."}], add_generation_prompt=True,
-                                     tokenize=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Say something."}], add_generation_prompt=True, tokenize=False
+    )
     inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
 
     def generate():
@@ -262,8 +270,10 @@ def test_model_generates_normally_after_extraction(tiny_qwen2):
 
 
 def test_suggest_layer():
-    stats = {layer: {"heldout_auc": auc_value, "mean_diff_norm": 1.0, "residual_norm": 1.0}
-             for layer, auc_value in {5: 0.7, 10: 0.95, 12: 0.95, 28: 1.0}.items()}
+    stats = {
+        layer: {"heldout_auc": auc_value, "mean_diff_norm": 1.0, "residual_norm": 1.0}
+        for layer, auc_value in {5: 0.7, 10: 0.95, 12: 0.95, 28: 1.0}.items()
+    }
     # 28 is in the last fifth of 30 layers: avoided; ties broken toward 40% depth (12)
     assert suggest_layer(stats, 30) == 12
     no_heldout = {3: {"mean_diff_norm": 1.0, "residual_norm": 10.0}, 8: {"mean_diff_norm": 4.0, "residual_norm": 20.0}}

@@ -28,10 +28,18 @@ def vector(bundled) -> SteeringVector:
     """A real gal vector from a handful of pairs on the bundled model (layers 8-12)."""
     from steering.extract import extract
 
-    pos = ["OMG, like, this cafe is totally iconic, bestie!", "Ugh, I literally can't even with this homework.",
-           "Like, the vibes at this party are sooo good!", "Babe, this outfit is literally everything, slay!"]
-    neg = ["This cafe is well known in the city.", "This homework is very difficult for me.",
-           "The atmosphere at this party is pleasant.", "This outfit looks very good on you."]
+    pos = [
+        "OMG, like, this cafe is totally iconic, bestie!",
+        "Ugh, I literally can't even with this homework.",
+        "Like, the vibes at this party are sooo good!",
+        "Babe, this outfit is literally everything, slay!",
+    ]
+    neg = [
+        "This cafe is well known in the city.",
+        "This homework is very difficult for me.",
+        "The atmosphere at this party is pleasant.",
+        "This outfit looks very good on you.",
+    ]
     result = extract(bundled, pos, neg, layers="8-12", heldout_fraction=0.0)
     return SteeringVector(result.directions, {"model": "bundled"}, result.stats)
 
@@ -128,15 +136,19 @@ def test_same_seed_same_sampled_reply(bundled):
     settings = GenerationSettings(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=123)
     a = generate_batch(bundled, CHAT, [0.0], None, settings).texts[0]
     b = generate_batch(bundled, CHAT, [0.0], None, settings).texts[0]
-    c = generate_batch(bundled, CHAT, [0.0], None, GenerationSettings(max_new_tokens=12, temperature=1.0,
-                                                                      seed=7)).texts[0]
+    c = generate_batch(
+        bundled, CHAT, [0.0], None, GenerationSettings(max_new_tokens=12, temperature=1.0, seed=7)
+    ).texts[0]
     assert a == b
     assert a != c
 
 
 def test_multi_turn_and_system_prompt_reach_the_template(bundled):
-    history = [{"role": "user", "content": "My name is Aiko."}, {"role": "assistant", "content": "Nice to meet you!"},
-               {"role": "user", "content": "What is my name?"}]
+    history = [
+        {"role": "user", "content": "My name is Aiko."},
+        {"role": "assistant", "content": "Nice to meet you!"},
+        {"role": "user", "content": "What is my name?"},
+    ]
     settings = GenerationSettings(max_new_tokens=4, system_prompt="Answer like a gal.")
     prompt = prepare_prompt(bundled, history, settings)
     text = bundled.tokenizer.decode(prompt.input_ids)
@@ -159,10 +171,16 @@ def test_long_prompt_is_cut_from_the_left_with_a_notice(tiny_qwen2):
 
 def test_rows_can_continue_their_own_conversations(bundled, vector):
     steering = Steering(vector, "8-12", 0.0)
-    plain_history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"},
-                     {"role": "user", "content": "Tell me about your day."}]
-    steered_history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "OMG hi bestie!!"},
-                       {"role": "user", "content": "Tell me about your day."}]
+    plain_history = [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Tell me about your day."},
+    ]
+    steered_history = [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "OMG hi bestie!!"},
+        {"role": "user", "content": "Tell me about your day."},
+    ]
     frames = list(stream_rows(bundled, [plain_history, steered_history], [0.0, 3.0], steering, GREEDY))
     solo_plain = generate_batch(bundled, plain_history, [0.0], None, GREEDY).texts[0]
     assert frames[-1][0] == solo_plain  # the shorter row is left-padded; greedy text is unchanged
@@ -187,5 +205,7 @@ def test_bf16_model_is_steered_in_its_own_dtype(tokenizer):
 
     tiny = build_tiny(Qwen2Config, tokenizer, "tiny-bf16", dtype=torch.bfloat16)
     vec = random_vector(64, [1, 2])
-    out = generate_batch(tiny, CHAT, [0.0, 5.0], Steering(vec, [1, 2], 0.0, "raw"), GenerationSettings(max_new_tokens=6))
+    out = generate_batch(
+        tiny, CHAT, [0.0, 5.0], Steering(vec, [1, 2], 0.0, "raw"), GenerationSettings(max_new_tokens=6)
+    )
     assert len(out.texts) == 2 and hooks_left(tiny.model) == 0

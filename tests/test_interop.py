@@ -28,7 +28,9 @@ def make_vector(layers=LAYERS, hidden=HIDDEN, seed=0, stats=True) -> SteeringVec
     for layer in layers:
         v = torch.randn(hidden, generator=gen)
         directions[layer] = v / v.norm()
-    layer_stats = {layer: {"mean_diff_norm": 15.0 + layer / 3, "heldout_auc": 0.75} for layer in layers} if stats else {}
+    layer_stats = (
+        {layer: {"mean_diff_norm": 15.0 + layer / 3, "heldout_auc": 0.75} for layer in layers} if stats else {}
+    )
     meta = {"model": "bundled", "model_name": "SmolLM2-135M-Instruct", "num_layers": NUM_LAYERS, "method": "mean_diff"}
     return SteeringVector(directions, meta, layer_stats)
 
@@ -90,7 +92,9 @@ def test_safetensors_round_trip(saved, tmp_path):
 
     with safe_open(str(out), framework="pt") as f:
         assert sorted(f.keys()) == sorted(f"layer.{n}" for n in LAYERS)
-        assert json.loads(f.metadata()["steering"])["layers"]["9"]["mean_diff_norm"] == original.stats[9]["mean_diff_norm"]
+        assert (
+            json.loads(f.metadata()["steering"])["layers"]["9"]["mean_diff_norm"] == original.stats[9]["mean_diff_norm"]
+        )
 
 
 def test_gguf_without_stats_stores_unit_directions(tmp_path):
@@ -148,8 +152,11 @@ def test_repeng_style_gguf_loads(tmp_path):
     """llama.cpp / repeng layout: direction.N for N in 1..L-1, arbitrary norms; N maps to our layer N."""
     gen = np.random.default_rng(0)
     arrays = {n: (gen.standard_normal(HIDDEN) * (n + 1)).astype(np.float32) for n in range(1, NUM_LAYERS)}
-    path = write_gguf(tmp_path / "repeng.gguf", {f"direction.{n}": a for n, a in arrays.items()},
-                      **{"controlvector.model_hint": "llama", "controlvector.layer_count": len(arrays)})
+    path = write_gguf(
+        tmp_path / "repeng.gguf",
+        {f"direction.{n}": a for n, a in arrays.items()},
+        **{"controlvector.model_hint": "llama", "controlvector.layer_count": len(arrays)},
+    )
     vector = load_vector(path)
     assert vector.layers == list(range(1, NUM_LAYERS))
     for n, array in arrays.items():
@@ -164,21 +171,28 @@ def test_repeng_style_gguf_loads(tmp_path):
 
 
 def test_model_gguf_refused(tmp_path):
-    path = write_gguf(tmp_path / "model.gguf", {"token_embd.weight": np.zeros((4, 8), np.float32)}, arch="llama",
-                      **{"llama.block_count": 1})
+    path = write_gguf(
+        tmp_path / "model.gguf",
+        {"token_embd.weight": np.zeros((4, 8), np.float32)},
+        arch="llama",
+        **{"llama.block_count": 1},
+    )
     with pytest.raises(VectorFileError, match="'llama' model file, not a llama.cpp control vector"):
         load_vector(path)
 
 
-@pytest.mark.parametrize("tensors, message", [
-    ({"direction.0": np.ones(HIDDEN, np.float32)}, "direction.0 is invalid"),
-    ({"direction.3": np.ones((2, HIDDEN), np.float32)}, "not a 1-D float tensor"),
-    ({"direction.3": np.ones(HIDDEN, np.int32)}, "not a 1-D float tensor"),
-    ({"output.weight": np.ones(HIDDEN, np.float32)}, "not a control-vector direction"),
-    ({"direction.1": np.ones(HIDDEN, np.float32), "direction.2": np.ones(8, np.float32)}, "has size 8"),
-    ({"direction.1": np.full(HIDDEN, np.nan, np.float32)}, "NaN"),
-    ({}, "no direction tensors"),
-])
+@pytest.mark.parametrize(
+    "tensors, message",
+    [
+        ({"direction.0": np.ones(HIDDEN, np.float32)}, "direction.0 is invalid"),
+        ({"direction.3": np.ones((2, HIDDEN), np.float32)}, "not a 1-D float tensor"),
+        ({"direction.3": np.ones(HIDDEN, np.int32)}, "not a 1-D float tensor"),
+        ({"output.weight": np.ones(HIDDEN, np.float32)}, "not a control-vector direction"),
+        ({"direction.1": np.ones(HIDDEN, np.float32), "direction.2": np.ones(8, np.float32)}, "has size 8"),
+        ({"direction.1": np.full(HIDDEN, np.nan, np.float32)}, "NaN"),
+        ({}, "no direction tensors"),
+    ],
+)
 def test_bad_control_vectors_refused(tmp_path, tensors, message):
     path = write_gguf(tmp_path / "bad.gguf", tensors, **{"controlvector.layer_count": len(tensors)})
     with pytest.raises(VectorFileError, match=message):
@@ -223,12 +237,14 @@ def test_safetensors_nan_and_foreign_keys_refused(tmp_path):
 def test_foreign_safetensors_key_styles(tmp_path):
     from safetensors.torch import save_file
 
-    save_file({"direction.4": torch.full((HIDDEN,), 2.0), "7": torch.ones(HIDDEN, dtype=torch.float16)},
-              str(tmp_path / "foreign.safetensors"))
+    save_file(
+        {"direction.4": torch.full((HIDDEN,), 2.0), "7": torch.ones(HIDDEN, dtype=torch.float16)},
+        str(tmp_path / "foreign.safetensors"),
+    )
     vector = load_vector(tmp_path / "foreign.safetensors")
     assert vector.layers == [4, 7]
     assert float(vector.directions[4].norm()) == pytest.approx(1.0)
-    assert vector.stats[4]["file_norm"] == pytest.approx(2.0 * HIDDEN ** 0.5)
+    assert vector.stats[4]["file_norm"] == pytest.approx(2.0 * HIDDEN**0.5)
 
 
 def test_export_refuses_overwrite_and_wrong_suffix(saved, tmp_path):
@@ -250,8 +266,14 @@ def test_export_refuses_overwrite_and_wrong_suffix(saved, tmp_path):
 
 def test_cli_export(saved, tmp_path, cli_env):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "steering", "export", str(saved), *args], cwd=ROOT,
-                              env=cli_env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "steering", "export", str(saved), *args],
+            cwd=ROOT,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     out = tmp_path / "cli.gguf"
     first = run("--format", "gguf", "--out", str(out), "--json")
@@ -275,8 +297,10 @@ def test_imported_vector_steers_identically(bundled, saved, tmp_path):
     from steering.steer import Steering
 
     original = load_vector(saved)
-    copies = [load_vector(export_vector(saved, "gguf", tmp_path / "s.gguf")),
-              load_vector(export_vector(saved, "safetensors", tmp_path / "s.safetensors"))]
+    copies = [
+        load_vector(export_vector(saved, "gguf", tmp_path / "s.gguf")),
+        load_vector(export_vector(saved, "safetensors", tmp_path / "s.safetensors")),
+    ]
     settings = GenerationSettings(max_new_tokens=8)
     messages = [{"role": "user", "content": "How was your weekend?"}]
 

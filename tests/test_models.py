@@ -23,16 +23,26 @@ VOCAB = 128
 def _tiny(family: str):
     from transformers import AutoModelForCausalLM, GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-    common = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=128,
-                  bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    common = dict(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=VOCAB,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     configs = {
         "qwen2": lambda: Qwen2Config(**common),
         "llama": lambda: LlamaConfig(**common),
         "mistral": lambda: MistralConfig(**common),
         "gemma": lambda: GemmaConfig(**common, head_dim=16),
-        "gpt2": lambda: GPT2Config(n_embd=64, n_layer=3, n_head=4, vocab_size=VOCAB, n_positions=128,
-                                   bos_token_id=1, eos_token_id=2),
+        "gpt2": lambda: GPT2Config(
+            n_embd=64, n_layer=3, n_head=4, vocab_size=VOCAB, n_positions=128, bos_token_id=1, eos_token_id=2
+        ),
     }
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(configs[family]()).eval()
@@ -40,8 +50,13 @@ def _tiny(family: str):
 
 @pytest.mark.parametrize(
     "family, path",
-    [("qwen2", "model.layers"), ("llama", "model.layers"), ("mistral", "model.layers"),
-     ("gemma", "model.layers"), ("gpt2", "transformer.h")],
+    [
+        ("qwen2", "model.layers"),
+        ("llama", "model.layers"),
+        ("mistral", "model.layers"),
+        ("gemma", "model.layers"),
+        ("gpt2", "transformer.h"),
+    ],
 )
 def test_find_decoder_layers(family, path):
     model = _tiny(family)
@@ -135,12 +150,15 @@ def test_unknown_dtype():
         load_model("bundled", dtype="float8")
 
 
-@pytest.mark.parametrize("make", [
-    lambda tmp: str(tmp / "no-such-model"),
-    lambda tmp: str(tmp / "deep" / "er" / "model"),
-    lambda tmp: "./definitely-not-a-model-folder",
-    lambda tmp: str(tmp / "missing.gguf"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: str(tmp / "no-such-model"),
+        lambda tmp: str(tmp / "deep" / "er" / "model"),
+        lambda tmp: "./definitely-not-a-model-folder",
+        lambda tmp: str(tmp / "missing.gguf"),
+    ],
+)
 def test_nonexistent_local_path(tmp_path, make):
     spec = make(tmp_path)
     with pytest.raises(ModelLoadError, match="not found") as info:
@@ -180,8 +198,11 @@ def test_check_loadable_fails_early_without_loading(tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", never)
     (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
-    for spec, match in [(str(tmp_path / "missing.gguf"), "not found"), (str(tmp_path / "no-such-model"), "not found"),
-                        (str(tmp_path), "config.json")]:
+    for spec, match in [
+        (str(tmp_path / "missing.gguf"), "not found"),
+        (str(tmp_path / "no-such-model"), "not found"),
+        (str(tmp_path), "config.json"),
+    ]:
         with pytest.raises(ModelLoadError, match=match):
             check_loadable(spec)
     if not torch.cuda.is_available():
@@ -204,8 +225,14 @@ def test_load_bundled(bundled):
     assert not bundled.model.training
     assert not any(p.requires_grad for p in bundled.model.parameters())
     assert bundled.tokenizer.pad_token is not None
-    assert bundled.describe() == {"spec": "bundled", "name": "SmolLM2-135M-Instruct", "num_layers": 30,
-                                  "hidden_size": 576, "dtype": "float32", "device": "cpu"}
+    assert bundled.describe() == {
+        "spec": "bundled",
+        "name": "SmolLM2-135M-Instruct",
+        "num_layers": 30,
+        "hidden_size": 576,
+        "dtype": "float32",
+        "device": "cpu",
+    }
 
 
 @pytest.mark.slow

@@ -24,9 +24,12 @@ def random_vector(hidden: int, layers, seed: int = 0, with_stats: bool = True) -
 def block_outputs(loaded, ids, layers):
     """Record each block's output (after any earlier-registered steering hook) for one forward."""
     seen = {}
-    handles = [loaded.layers[i].register_forward_hook(
-        lambda _m, _i, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).clone()))
-        for i in layers]
+    handles = [
+        loaded.layers[i].register_forward_hook(
+            lambda _m, _i, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).clone())
+        )
+        for i in layers
+    ]
     try:
         with torch.inference_mode():
             loaded.model(input_ids=ids)

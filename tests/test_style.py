@@ -19,8 +19,9 @@ def test_maji_variants(text):
     assert "maji" in ids(text, "ja")
 
 
-@pytest.mark.parametrize("text", ["ちょーかわいい", "ちょ〜かわいい", "ちょ～かわいい", "チョーかわいい", "超かわいい",
-                                  "ちょ〜〜〜かわいい"])
+@pytest.mark.parametrize(
+    "text", ["ちょーかわいい", "ちょ〜かわいい", "ちょ～かわいい", "チョーかわいい", "超かわいい", "ちょ〜〜〜かわいい"]
+)
 def test_chou_variants(text):
     assert "chou" in ids(text, "ja")
 
@@ -35,9 +36,20 @@ def test_w_full_and_half_width(text):
     assert "w" in ids(text, "ja")
 
 
-@pytest.mark.parametrize("text, marker", [("あーし的にはアリ", "aashi"), ("アーシも行く", "aashi"), ("あ〜しも行く", "aashi"),
-                                          ("それな〜", "sorena"), ("ガチでエモい", "gachi"), ("ガチでエモい", "emoi"),
-                                          ("わかりみが深い", "wakarimi"), ("行くっしょ", "ssho"), ("インスタ映えじゃん", "ageha")])
+@pytest.mark.parametrize(
+    "text, marker",
+    [
+        ("あーし的にはアリ", "aashi"),
+        ("アーシも行く", "aashi"),
+        ("あ〜しも行く", "aashi"),
+        ("それな〜", "sorena"),
+        ("ガチでエモい", "gachi"),
+        ("ガチでエモい", "emoi"),
+        ("わかりみが深い", "wakarimi"),
+        ("行くっしょ", "ssho"),
+        ("インスタ映えじゃん", "ageha"),
+    ],
+)
 def test_japanese_markers(text, marker):
     assert marker in ids(text, "ja")
 
@@ -51,12 +63,26 @@ def test_normalize_folds_variants():
 # --------------------------------------------------------------------------- English
 
 
-@pytest.mark.parametrize("text, marker", [("SOOO good", "sooo"), ("sooooo good", "sooo"), ("totallyyy", "totally"),
-                                          ("TOTALLY", "totally"), ("Literallyyy dead", "literally"),
-                                          ("OMG", "omg"), ("omggg", "omg"), ("UGHHH", "ugh"), ("my BESTIE", "bestie"),
-                                          ("I can’t even", "cant_even"), ("and I was like, no", "like_filler"),
-                                          ("Ugh, as if!", "whatever"), ("She's the best, period.", "no_cap"),
-                                          ("You ate that!", "slay"), ("No cap.", "no_cap")])
+@pytest.mark.parametrize(
+    "text, marker",
+    [
+        ("SOOO good", "sooo"),
+        ("sooooo good", "sooo"),
+        ("totallyyy", "totally"),
+        ("TOTALLY", "totally"),
+        ("Literallyyy dead", "literally"),
+        ("OMG", "omg"),
+        ("omggg", "omg"),
+        ("UGHHH", "ugh"),
+        ("my BESTIE", "bestie"),
+        ("I can’t even", "cant_even"),
+        ("and I was like, no", "like_filler"),
+        ("Ugh, as if!", "whatever"),
+        ("She's the best, period.", "no_cap"),
+        ("You ate that!", "slay"),
+        ("No cap.", "no_cap"),
+    ],
+)
 def test_english_case_and_stretching(text, marker):
     assert marker in ids(text, "en")
 
@@ -64,41 +90,47 @@ def test_english_case_and_stretching(text, marker):
 # --------------------------------------------------------------------------- false-positive guards
 
 
-@pytest.mark.parametrize("text", [
-    "ありがちな話です。",
-    "ただし、注意が必要です。",
-    "予算を超える金額です。",
-    "制限を超えました。",
-    "まじめに働いています。",
-    "ガチョウが池にいます。",
-    "それなら、明日にしましょう。",
-    "それなりに満足しています。",
-    "悩みが深いようです。",
-    "夕日に映える海がきれいです。",
-    "ちょっと待ってください。",
-    "じゃんけんで決めましょう。",
-    "まだしばらくかかります。",
-    "今日は晴れです。",
-    "行ってから考えます。",
-    "この件について確認してから連絡します。",
-    "ウェブサイトを更新しました。",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ありがちな話です。",
+        "ただし、注意が必要です。",
+        "予算を超える金額です。",
+        "制限を超えました。",
+        "まじめに働いています。",
+        "ガチョウが池にいます。",
+        "それなら、明日にしましょう。",
+        "それなりに満足しています。",
+        "悩みが深いようです。",
+        "夕日に映える海がきれいです。",
+        "ちょっと待ってください。",
+        "じゃんけんで決めましょう。",
+        "まだしばらくかかります。",
+        "今日は晴れです。",
+        "行ってから考えます。",
+        "この件について確認してから連絡します。",
+        "ウェブサイトを更新しました。",
+    ],
+)
 def test_japanese_plain_text_has_no_marker(text):
     assert style_score(text, "ja").matches == []
 
 
-@pytest.mark.parametrize("text", [
-    "I would like a coffee.",
-    "I like it.",
-    "It looks as if it will rain.",
-    "It was a busy period.",
-    "It looks just like yours.",
-    "It is like walking on air.",
-    "I ate it for lunch.",
-    "We need a solution so the team can finish.",
-    "She was totalled in the crash report.",
-    "The software is sold as is.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I would like a coffee.",
+        "I like it.",
+        "It looks as if it will rain.",
+        "It was a busy period.",
+        "It looks just like yours.",
+        "It is like walking on air.",
+        "I ate it for lunch.",
+        "We need a solution so the team can finish.",
+        "She was totalled in the crash report.",
+        "The software is sold as is.",
+    ],
+)
 def test_english_plain_text_has_no_marker(text):
     assert style_score(text, "en").matches == []
 

@@ -49,8 +49,11 @@ def test_content_covers_exactly_the_reply(tokenizer, text):
 def test_ids_match_the_templates_own_tokenization(tokenizer):
     text = TEXTS[0]
     r = render_reply(tokenizer, text, "Tech", "en")
-    messages = [{"role": "system", "content": ""}, {"role": "user", "content": "Topic: Tech\nTalk about it."},
-                {"role": "assistant", "content": text}]
+    messages = [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": "Topic: Tech\nTalk about it."},
+        {"role": "assistant", "content": text},
+    ]
     ids = tokenizer.apply_chat_template(messages, tokenize=True)
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     assert list(ids) == r.input_ids
@@ -73,13 +76,16 @@ def test_custom_system_prompt(tokenizer):
     assert DEFAULT_SYSTEM not in rendered
 
 
-@pytest.mark.parametrize("topic, lang, expected", [
-    ("Tech", "en", "Topic: Tech\nTalk about it."),
-    (None, "en", "Say something."),
-    ("テック", "ja", "トピック: テック\nこれについて話して。"),
-    (None, "ja", "何か話して。"),
-    ("Tech", "xx", "Topic: Tech\nTalk about it."),  # unknown language: English turn
-])
+@pytest.mark.parametrize(
+    "topic, lang, expected",
+    [
+        ("Tech", "en", "Topic: Tech\nTalk about it."),
+        (None, "en", "Say something."),
+        ("テック", "ja", "トピック: テック\nこれについて話して。"),
+        (None, "ja", "何か話して。"),
+        ("Tech", "xx", "Topic: Tech\nTalk about it."),  # unknown language: English turn
+    ],
+)
 def test_topic_aware_user_turn(tokenizer, topic, lang, expected):
     assert user_turn(topic, lang) == expected
     rendered = decode(tokenizer, render_reply(tokenizer, "Hi.", topic, lang).input_ids)

@@ -190,22 +190,25 @@ def test_missing_file_and_unknown_suffix(tmp_path):
         load_vector(other)
 
 
-@pytest.mark.parametrize("content, message", [
-    ([torch.ones(4)], r"expected a non-empty dict.*got list"),
-    ({}, r"expected a non-empty dict"),
-    ({"abc": torch.ones(4)}, r"key 'abc' is not a layer number"),
-    ({"layer8": torch.ones(4)}, r"key 'layer8' is not a layer number"),
-    ({3.7: torch.ones(4)}, r"key 3.7 is not a layer number"),
-    ({True: torch.ones(4)}, r"key True is not a layer number"),
-    ({3: torch.ones(4), "3": torch.ones(4)}, r"layer 3 appears twice"),
-    ({-1: torch.ones(4)}, r"negative layer -1"),
-    ({8: torch.ones(2, 4)}, r"layer 8 is not a 1-D float tensor"),
-    ({8: torch.ones(4, dtype=torch.long)}, r"layer 8 is not a 1-D float tensor"),
-    ({8: [1.0, 2.0]}, r"layer 8 is not a 1-D float tensor"),
-    ({8: torch.tensor([1.0, float("nan"), 0.0])}, r"layer 8 holds NaN or inf"),
-    ({8: torch.tensor([1.0, float("inf")])}, r"layer 8 holds NaN or inf"),
-    ({8: torch.ones(4), 9: torch.ones(5)}, r"layer 9 has size 5, other layers 4"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ([torch.ones(4)], r"expected a non-empty dict.*got list"),
+        ({}, r"expected a non-empty dict"),
+        ({"abc": torch.ones(4)}, r"key 'abc' is not a layer number"),
+        ({"layer8": torch.ones(4)}, r"key 'layer8' is not a layer number"),
+        ({3.7: torch.ones(4)}, r"key 3.7 is not a layer number"),
+        ({True: torch.ones(4)}, r"key True is not a layer number"),
+        ({3: torch.ones(4), "3": torch.ones(4)}, r"layer 3 appears twice"),
+        ({-1: torch.ones(4)}, r"negative layer -1"),
+        ({8: torch.ones(2, 4)}, r"layer 8 is not a 1-D float tensor"),
+        ({8: torch.ones(4, dtype=torch.long)}, r"layer 8 is not a 1-D float tensor"),
+        ({8: [1.0, 2.0]}, r"layer 8 is not a 1-D float tensor"),
+        ({8: torch.tensor([1.0, float("nan"), 0.0])}, r"layer 8 holds NaN or inf"),
+        ({8: torch.tensor([1.0, float("inf")])}, r"layer 8 holds NaN or inf"),
+        ({8: torch.ones(4), 9: torch.ones(5)}, r"layer 9 has size 5, other layers 4"),
+    ],
+)
 def test_bad_contents_refused(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     with warnings.catch_warnings():
