@@ -712,6 +712,20 @@ def on_pick_row(state: dict | None, evt: gr.SelectData):
 # --------------------------------------------------------------------------- layout
 
 
+def chat_column(label: str, elem_id: str) -> tuple[gr.Chatbot, gr.Markdown]:
+    """One side of the comparison: a chatbot that shows text as text, and its style-score line."""
+    bot = gr.Chatbot(
+        label=label,
+        height=360,
+        elem_id=elem_id,
+        render_markdown=False,
+        sanitize_html=True,
+        allow_tags=False,
+        feedback_options=None,
+    )
+    return bot, gr.Markdown("", elem_classes="score-line")
+
+
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="gyaru steering studio") as demo:
         uploads = gr.State([])  # this user's uploaded vector files
@@ -795,27 +809,9 @@ def build_demo() -> gr.Blocks:
                     penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="繰り返しペナルティ / Repetition penalty")
                 with gr.Row():
                     with gr.Column():
-                        plain_bot = gr.Chatbot(
-                            label="ふつう / Plain",
-                            height=360,
-                            elem_id="plain-bot",
-                            render_markdown=False,
-                            sanitize_html=True,
-                            allow_tags=False,
-                            feedback_options=None,
-                        )
-                        plain_md = gr.Markdown("", elem_classes="score-line")
+                        plain_bot, plain_md = chat_column("ふつう / Plain", "plain-bot")
                     with gr.Column():
-                        steered_bot = gr.Chatbot(
-                            label="ギャル / Steered",
-                            height=360,
-                            elem_id="steered-bot",
-                            render_markdown=False,
-                            sanitize_html=True,
-                            allow_tags=False,
-                            feedback_options=None,
-                        )
-                        steered_md = gr.Markdown("", elem_classes="score-line")
+                        steered_bot, steered_md = chat_column("ギャル / Steered", "steered-bot")
                 with gr.Row():
                     msg = gr.Textbox(label="メッセージ / Message", scale=4, lines=1, elem_id="chat-msg")
                     send_btn = gr.Button("送信 / Send", variant="primary", scale=1, elem_id="send-btn")

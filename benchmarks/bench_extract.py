@@ -1,6 +1,6 @@
 """Extraction speed on the bundled model: ours vs a plain batched forward (the floor) vs the reference loop.
 
-    python benchmarks/bench_extract.py [--pairs 50] [--repeats 3]
+    python -m benchmarks.bench_extract [--pairs 50] [--repeats 3]
 
 All three run in this one process on the same 50 pairs (both sides = 100 texts), all 30 layers; the best of
 `repeats` is kept for each so a noisy neighbour does not decide the ratio.
@@ -9,24 +9,15 @@ All three run in this one process on the same 50 pairs (both sides = 100 texts),
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from benchmarks.timing import best_of
 from steering.capture import block_output
 from steering.data import contrast_pairs, load_dataset
 from steering.extract import extract
 from steering.models import base_model, load_model
 from steering.templates import render_reply
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def floor_pass(loaded, rendered, batch_size: int) -> None:

@@ -1,6 +1,6 @@
 """Generation speed on the bundled model: steered vs plain, and side-by-side (one batch) vs two sequential runs.
 
-    python benchmarks/bench_generate.py [--tokens 64] [--repeats 3]
+    python -m benchmarks.bench_generate [--tokens 64] [--repeats 3]
 
 Greedy with a forced length (no early stop) so every run writes the same number of tokens; best of `repeats`.
 """
@@ -8,10 +8,10 @@ Greedy with a forced length (no early stop) so every run writes the same number 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from benchmarks.timing import best_of
 from steering.extract import extract
 from steering.generate import GenerationSettings, generate_batch
 from steering.models import load_model
@@ -19,15 +19,6 @@ from steering.steer import Steering
 from steering.vectors import SteeringVector
 
 CHAT = [{"role": "user", "content": "Tell me about your favourite place to travel and why you like it."}]
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

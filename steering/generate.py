@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -91,6 +91,16 @@ def _batch_inputs(loaded: LoadedModel, prompts: Sequence[PreparedPrompt]) -> dic
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _prepare_rows(
+    loaded: LoadedModel, conversations: Sequence[Sequence[dict]], strengths: Sequence[float], settings
+) -> tuple[list[PreparedPrompt], dict]:
+    """Template every row's conversation and batch them (one strength per row)."""
+    if len(conversations) != len(strengths):
+        raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
+    prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
+    return prompts, _batch_inputs(loaded, prompts)
+
+
 def _run_generate(
     loaded: LoadedModel, inputs: dict, settings: GenerationSettings, steerings: list[Steering], **extra
 ) -> torch.Tensor:
@@ -124,7 +134,6 @@ class BatchResult:
     token_counts: list[int]
     seconds: float
     notice: str | None = None
-    settings: dict = field(default_factory=dict)
 
 
 def generate_rows(
@@ -135,11 +144,8 @@ def generate_rows(
     settings: GenerationSettings | None = None,
 ) -> BatchResult:
     """One reply per (conversation, strength) row, all rows in one batched generate call (sweeps use this)."""
-    if len(conversations) != len(strengths):
-        raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
     settings = settings or GenerationSettings()
-    prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
-    inputs = _batch_inputs(loaded, prompts)
+    prompts, inputs = _prepare_rows(loaded, conversations, strengths, settings)
     t0 = time.perf_counter()
     out = _run_generate(loaded, inputs, settings, _steerings(steering, strengths))
     seconds = time.perf_counter() - t0
@@ -236,11 +242,8 @@ def stream_rows(
     `on_notice` hears about a conversation cut to fit the context."""
     from transformers import StoppingCriteriaList
 
-    if len(conversations) != len(strengths):
-        raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
     settings = settings or GenerationSettings()
-    prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
-    inputs = _batch_inputs(loaded, prompts)
+    prompts, inputs = _prepare_rows(loaded, conversations, strengths, settings)
     steerings = _steerings(steering, strengths)
     streamer, cancel = _RowStreamer(), _Cancel()
     errors: list[BaseException] = []
