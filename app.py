@@ -179,11 +179,23 @@ def fitting_vectors(loaded: LoadedModel, uploads: list[str]) -> tuple[list[tuple
     return choices, skipped
 
 
+def preferred_vector(loaded: LoadedModel, paths: list[str]) -> str | None:
+    """The vector a page opens with: one with a recommended setting, in the language the model speaks (English
+    for the bundled model, Japanese otherwise), else the newest file."""
+    want = "en" if loaded.spec == BUNDLED else "ja"
+
+    def rank(path: str) -> tuple[bool, bool, float]:
+        meta = load_vector(path).meta
+        return "recommended" in meta, meta.get("lang") == want, Path(path).stat().st_mtime
+
+    return max(paths, key=rank) if paths else None
+
+
 def vector_dropdown(loaded: LoadedModel, uploads: list[str], selected: str | None = None):
     """The vector dropdown refreshed for the current model (keeps `selected` when it still fits)."""
     choices, skipped = fitting_vectors(loaded, uploads)
     values = [value for _, value in choices]
-    value = selected if selected in values else (values[-1] if values else None)
+    value = selected if selected in values else preferred_vector(loaded, values)
     note = f"{len(choices)} 件 / vectors fit {loaded.name}"
     if skipped:
         note += f"; {len(skipped)} skipped (other model or unreadable): " + "; ".join(skipped)[:400]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -248,3 +249,22 @@ def test_sweep_refuses_bad_grids_before_generating(client, vector_path, layers, 
     path, *_ = vector_path
     with pytest.raises(gradio_client.exceptions.AppError, match=message):
         client.predict(str(path), layers, strengths, 2, 8, "calibrated", api_name="/sweep")
+
+
+def test_page_opens_with_the_recommended_vector_in_the_models_language(tmp_path):
+    import torch
+
+    from steering.vectors import SteeringVector, save_vector
+
+    def make(name, meta):
+        vector = SteeringVector({3: torch.ones(8) / 8**0.5}, meta, {3: {"mean_diff_norm": 1.0}})
+        return str(save_vector(vector, tmp_path / f"{name}.pt"))
+
+    plain = make("newest_without", {"lang": "en"})
+    ja = make("ja_recommended", {"lang": "ja", "recommended": {"layers": [3], "strength": 1.0}})
+    en = make("en_recommended", {"lang": "en", "recommended": {"layers": [3], "strength": 1.0}})
+    bundled = SimpleNamespace(spec="bundled")
+    qwen = SimpleNamespace(spec="Qwen/Qwen2.5-7B-Instruct")
+    assert app.preferred_vector(bundled, [plain, ja, en]) == en
+    assert app.preferred_vector(qwen, [plain, ja, en]) == ja
+    assert app.preferred_vector(bundled, []) is None
