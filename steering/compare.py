@@ -109,6 +109,8 @@ def run_study(
         key = f"{method}/{contrast}/{position}"
         study.sweeps[key] = cells
         row = {"method": method, "contrast": contrast, "position": position}
+        if best is not None:
+            row["dev_style"] = best.summary["style"]
         if best is None:
             row.update(layers="-", strength=None, note="every non-zero setting broke > 5 % of dev replies")
         else:
@@ -127,7 +129,8 @@ def run_study(
             )
             aucs = [vector.stats[x].get("heldout_auc") for x in best.layers]
             row["heldout_auc"] = sum(aucs) / len(aucs) if all(a is not None for a in aucs) else None
-            score = (row["style"], -row["broken_share"])
+            # The configuration to ship is chosen on the dev prompts too: test numbers only report.
+            score = (best.summary["style"], -best.summary["broken_share"])
             if best_score is None or score > best_score:
                 best_score, study.best_vector, study.best_setting = score, vector, setting
         study.rows.append(row)
@@ -221,26 +224,27 @@ def study_markdown(study: Study, model_name: str) -> str:
         f"Settings chosen on {len(study.dev_prompts)} dev prompts (layers {', '.join(study.layer_options)} × "
         f"strengths {', '.join(f'{s:g}' for s in study.strengths if s)}, calibrated scale, greedy, "
         f"{study.max_new_tokens} new tokens, repetition penalty {study.repetition_penalty:g} for every case, "
-        "plain included); every number below is measured on {len(study.test_prompts)} other "
+        f"plain included); every number below but 'dev style' is measured on {len(study.test_prompts)} other "
         "(test) prompts. style = marker weight per 100 characters; markers = share of replies with at least one "
-        "marker; broken = share flagged by the breakage checks; ppl = median perplexity of the reply under the "
+        "marker (dev style: the same on the dev prompts, which chose the setting and the vector to ship); "
+        "broken = share flagged by the breakage checks; ppl = median perplexity of the reply under the "
         "unsteered model (lower is more fluent; it also penalizes the style itself); AUC = held-out projection "
         "AUC of the chosen layers (a separation sanity check, not evidence that steering works).",
         "",
         "### Methods × contrasts × read positions, each at its best setting",
         "",
-        "| method | contrast | position | layers | strength | style | markers | broken | ppl | AUC |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | contrast | position | layers | strength | dev style | style | markers | broken | ppl | AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in study.rows:
         if r.get("strength") is None:
-            lines.append(f"| {r['method']} | {r['contrast']} | {r['position']} | – | – | {r['note']} | | | | |")
+            lines.append(f"| {r['method']} | {r['contrast']} | {r['position']} | – | – | {r['note']} | | | | | |")
             continue
         ppl = f"{r['perplexity']:.1f}" if r.get("perplexity") else "–"
         auc = f"{r['heldout_auc']:.3f}" if r.get("heldout_auc") is not None else "–"
         lines.append(
             f"| {r['method']} | {r['contrast']} | {r['position']} | {r['layers']} | {r['strength']:g} | "
-            f"{r['style']:.2f} | {r['marker_share']:.0%} | {r['broken_share']:.0%} | {ppl} | {auc} |"
+            f"{r['dev_style']:.2f} | {r['style']:.2f} | {r['marker_share']:.0%} | {r['broken_share']:.0%} | {ppl} | {auc} |"
         )
     lines += [
         "",
