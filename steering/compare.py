@@ -112,7 +112,7 @@ def run_study(
         if best is not None:
             row["dev_style"] = best.summary["style"]
         if best is None:
-            row.update(layers="-", strength=None, note="every non-zero setting broke > 5 % of dev replies")
+            row.update(layers="-", strength=None, note="no setting beat the plain model's style with ≤ 5 % of dev replies broken")
         else:
             setting = {
                 "layers": best.layers,
@@ -183,7 +183,7 @@ def calibration_check(
     if vector is None:
         return []
     rows = []
-    for scale, grid in (("calibrated", strengths or [1, 2, 4, 8]), ("raw", [4, 8, 16, 32, 64])):
+    for scale, grid in (("calibrated", strengths or [1, 2, 4, 8]), ("raw", [16, 32, 64, 128, 256])):
         cells: list[SweepCell] = sweep(
             loaded,
             vector,
