@@ -6,11 +6,13 @@ removed when capture returns or fails.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
 from .models import LoadedModel, base_model, parse_layers
 from .templates import Rendered, render_reply
@@ -36,24 +38,36 @@ def block_output(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _pad_batch(items: list[Rendered], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Padded ids, attention mask, and each row's offset (how far padding shifted its tokens)."""
-    width = max(len(r.input_ids) for r in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
     offsets = []
-    for row, r in enumerate(items):
-        n = len(r.input_ids)
-        off = width - n if side == "left" else 0
-        ids[row, off : off + n] = torch.tensor(r.input_ids)
-        mask[row, off : off + n] = 1
+    for row, seq in enumerate(sequences):
+        off = width - len(seq) if side == "left" else 0
+        ids[row, off : off + len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, off : off + len(seq)] = 1
         offsets.append(off)
     return ids, mask, offsets
 
 
-def _read_rows(hidden: torch.Tensor, items: list[Rendered], offsets: list[int], position: str) -> torch.Tensor:
+@dataclass
+class _Pass:
+    """What the hooks need to know about the forward pass in flight."""
+
+    rows: torch.Tensor | None  # output rows to fill; None for a shared-prefix pass (nothing to read)
+    items: list[Rendered]
+    offsets: list[int]  # where each row's tokens start in the padded batch
+    mask: torch.Tensor  # real tokens of this pass
+    start: int  # tokens of each text already in the cache (the shared prefix)
+    repeat: int = 1  # a prefix pass stands for this many texts (their norm statistics)
+
+
+def _read_rows(hidden: torch.Tensor, batch: _Pass, position: str) -> torch.Tensor:
     rows = []
-    for row, (r, off) in enumerate(zip(items, offsets)):
+    for row, (r, off) in enumerate(zip(batch.items, batch.offsets)):
+        off -= batch.start  # the hidden states begin after the cached prefix
         if position == "last":
             rows.append(hidden[row, off + r.last].float())
         else:
@@ -62,12 +76,21 @@ def _read_rows(hidden: torch.Tensor, items: list[Rendered], offsets: list[int], 
     return torch.stack(rows).cpu()
 
 
-def _token_norms(hidden: torch.Tensor, mask: torch.Tensor, offsets: list[int]) -> torch.Tensor:
-    """Norms of the real tokens of each row, the first position excluded (it is an outlier in most models)."""
-    keep = mask.clone().bool()
-    for row, off in enumerate(offsets):
-        keep[row, off] = False
-    return hidden.float().norm(dim=-1)[keep.to(hidden.device)].cpu()
+def _token_norms(hidden: torch.Tensor, batch: _Pass) -> torch.Tensor:
+    """Norms of the real tokens of each row, each text's first position excluded (an outlier in most models)."""
+    keep = batch.mask.clone().bool()
+    if batch.start == 0:
+        for row, off in enumerate(batch.offsets):
+            keep[row, off] = False
+    return hidden.float().norm(dim=-1)[keep.to(hidden.device)].cpu().repeat(batch.repeat)
+
+
+def _shared_prefixes(rendered: Sequence[Rendered], order: list[int]) -> dict[tuple[int, ...], list[int]]:
+    """Texts grouped by the template tokens before their reply (same system and user turn), in `order`."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in order:
+        groups.setdefault(tuple(rendered[i].input_ids[: rendered[i].content[0]]), []).append(i)
+    return groups
 
 
 def capture(
@@ -96,39 +119,63 @@ def capture(
     blocks = loaded.layers
     body = base_model(loaded.model)
     pad_id = loaded.tokenizer.pad_token_id or 0
-    current: dict = {}
+    current: dict[str, _Pass] = {}
     owner = threading.get_ident()  # another thread using the same model (a chat) must not be read or stopped
 
     def make_hook(layer: int):
         def hook(_module, _inputs, output):
             if threading.get_ident() != owner:
                 return
-            hidden = block_output(output)
-            rows = current["rows"]
-            states[layer][rows] = _read_rows(hidden, current["items"], current["offsets"], position)
-            norms[layer].append(_token_norms(hidden, current["mask"], current["offsets"]))
+            hidden, batch = block_output(output), current["pass"]
+            if batch.rows is not None:
+                states[layer][batch.rows] = _read_rows(hidden, batch, position)
+            norms[layer].append(_token_norms(hidden, batch))
             if layer == layers[-1]:
                 raise _StopForward
 
         return hook
 
+    def forward(batch: _Pass, **inputs) -> None:
+        current["pass"] = batch
+        with torch.inference_mode():
+            try:
+                body(**{k: v.to(loaded.device) if torch.is_tensor(v) else v for k, v in inputs.items()})
+            except _StopForward:
+                pass
+
     handles = [blocks[layer].register_forward_hook(make_hook(layer)) for layer in layers]
     try:
         done = 0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            items = [rendered[i] for i in rows]
-            ids, mask, offsets = _pad_batch(items, pad_id, padding_side)
-            current.update(rows=torch.tensor(rows), items=items, offsets=offsets, mask=mask)
-            device = loaded.device
-            with torch.inference_mode():
-                try:
-                    body(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                except _StopForward:
-                    pass
-            done += len(rows)
-            if progress:
-                progress(done, len(order))
+        # The chat template before each reply is shared by every text with the same topic: run it once per group
+        # and keep its KV cache, so each batch only computes the replies' own tokens.
+        for prefix, members in _shared_prefixes(rendered, order).items():
+            start, cache = len(prefix), DynamicCache()
+            ones = torch.ones((1, start), dtype=torch.long)
+            if start:  # (a reply at token 0 has no template before it)
+                forward(
+                    _Pass(None, [], [0], ones, 0, len(members)),
+                    input_ids=torch.tensor([prefix]),
+                    attention_mask=ones,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+            for first in range(0, len(members), batch_size):
+                rows = members[first : first + batch_size]
+                items = [rendered[i] for i in rows]
+                ids, mask, offsets = _pad([r.input_ids[start:] for r in items], pad_id, padding_side)
+                kv = copy.deepcopy(cache)
+                kv.batch_repeat_interleave(len(rows))
+                forward(
+                    _Pass(torch.tensor(rows), items, offsets, mask, start),
+                    input_ids=ids,
+                    attention_mask=torch.cat([ones.expand(len(rows), -1), mask], dim=1),
+                    position_ids=start + (mask.cumsum(dim=1) - 1).clamp(min=0),
+                    past_key_values=kv,
+                    use_cache=True,
+                )
+                done += len(rows)
+                if progress:
+                    progress(done, len(order))
     finally:
         for h in handles:
             h.remove()

@@ -235,3 +235,19 @@ def test_shared_models_stay_hook_free(request, fixture):
     """Runs after the tests above: nothing here may leave hooks on the session models other files share."""
     model = request.getfixturevalue(fixture).model
     assert hook_snapshot(model) == {}
+
+
+def test_shared_template_prefix_runs_once_per_topic(tiny_qwen2):
+    """Texts with the same topic share the templated prefix: it is computed once and reused from the KV cache."""
+    calls = []
+    handle = tiny_qwen2.layers[0].register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[:2]))
+    try:
+        texts = ["First reply.", "Second, longer reply here.", "Third.", "Fourth one.", "Fifth!", "Sixth?"]
+        topics = ["Tech", "Tech", "Tech", "Food", "Food", "Food"]
+        cap = capture(tiny_qwen2, texts, [0, 1], topics=topics, batch_size=16)
+    finally:
+        handle.remove()
+    assert len(calls) == 4  # two prefixes (batch 1) and two batches of replies (batch 3)
+    assert [c[0] for c in calls] == [1, 3, 1, 3]
+    assert calls[1][1] < calls[0][1] + 3  # the reply batch holds only the reply and end-of-turn tokens
+    assert cap.states[1].shape == (6, 64)
