@@ -112,7 +112,11 @@ def run_study(
         if best is not None:
             row["dev_style"] = best.summary["style"]
         if best is None:
-            row.update(layers="-", strength=None, note="no setting beat the plain model's style with ≤ 5 % of dev replies broken")
+            row.update(
+                layers="-",
+                strength=None,
+                note="no setting beat the plain model's style with ≤ 5 % of dev replies broken",
+            )
         else:
             setting = {
                 "layers": best.layers,
