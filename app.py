@@ -757,7 +757,7 @@ def build_demo() -> gr.Blocks:
             load_btn = gr.Button("読み込む / Load", variant="secondary", scale=1)
         model_md = gr.Markdown(model_status(None))
         with gr.Row():
-            vector_dd = gr.Dropdown([], label="ベクトル / Vector (fits the loaded model)", scale=3)
+            vector_dd = gr.Dropdown([], label="ベクトル / Vector (fits the loaded model)", scale=3, elem_id="vector-dd")
             refresh_btn = gr.Button("↻", scale=0, min_width=60)
             vector_up = gr.File(
                 label="ベクトルを追加 / Upload vector (.pt [+ .json], .safetensors, .gguf)",

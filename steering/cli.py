@@ -383,8 +383,11 @@ def cmd_compare(args) -> int:
         "model's own projection onto the vector. One section per language; each says the command that measured it."
         "\n\n"
     )
+    # A hand-written reading of the numbers (docs/evaluation_summary.md) goes first when it exists.
+    # A hand-written reading of the numbers (evaluation_summary.md) comes first when there is one.
+    parts = ("summary", "en", "ja")
     sections = [
-        p.read_text(encoding="utf-8") for lang in ("en", "ja") if (p := args.report / f"evaluation_{lang}.md").exists()
+        p.read_text(encoding="utf-8") for part in parts if (p := args.report / f"evaluation_{part}.md").exists()
     ]
     (args.report / "evaluation.md").write_text(header + "\n".join(sections), encoding="utf-8")
     print(f"wrote {args.report / 'evaluation.md'}")

@@ -63,7 +63,17 @@ def shot(page, name: str) -> None:
     for folder in SHOT_DIRS:
         folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOT_DIRS[0] / name), full_page=True)
-    shutil.copy(SHOT_DIRS[0] / name, SHOT_DIRS[1] / name)
+    for folder in SHOT_DIRS[1:]:
+        shutil.copy(SHOT_DIRS[0] / name, folder / name)
+
+
+SHIPPED = "smollm2-135m-instruct_gal_en.pt"
+
+
+def select_vector(page, label: str) -> None:
+    """Pick a file in the vector dropdown by its label."""
+    page.locator("#vector-dd input").first.click()
+    page.get_by_role("option", name=label).first.click()
 
 
 def fill(page, elem_id: str, value: str) -> None:
@@ -93,11 +103,14 @@ def test_extract_layers_chat(page):
     page.locator("#layers-plot .js-plotly-plot .bars").first.wait_for()
     shot(page, "layers.png")
 
-    # Chat: short greedy replies in both columns
+    # Chat with the shipped English vector: picking it fills in its recommended setting
     page.get_by_role("tab", name="チャット / Chat").click()
-    fill(page, "strength", "4")
-    fill(page, "max-new", "16")
-    fill(page, "chat-msg", "How was your weekend?")
+    select_vector(page, SHIPPED)
+    expect = sync_api.expect
+    expect(page.locator("#chat-layers textarea, #chat-layers input").first).to_have_value("12-16")
+    expect(page.locator("#strength input[type=number]").first).to_have_value("4")
+    fill(page, "max-new", "40")
+    fill(page, "chat-msg", "What should I wear to a summer festival?")
     page.locator("#send-btn").click()
     for bot in ("plain-bot", "steered-bot"):
         page.locator(f"#{bot} .message.bot, #{bot} [data-testid='bot']").first.wait_for()
@@ -106,8 +119,8 @@ def test_extract_layers_chat(page):
     shot(page, "chat.png")
 
     # Sweep: a tiny grid on the new vector (its layer options were filled in from its suggested layer)
+    select_vector(page, f"{NAME}.pt")
     page.get_by_role("tab", name="スイープ / Sweep").click()
-    expect = sync_api.expect
     expect(page.locator("#sweep-layers textarea, #sweep-layers input").first).to_have_value("8-10 10-12")
     fill(page, "sweep-strengths", "0,2,4")
     fill(page, "sweep-prompts", "2")
