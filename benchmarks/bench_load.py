@@ -1,6 +1,6 @@
 """Load on the app: /chat latency and throughput with 1, 4 and 8 concurrent gradio_client sessions.
 
-    python benchmarks/bench_load.py [--sessions 1,4,8] [--requests 3] [--tokens 32] [--threads 1]
+    python -m benchmarks.bench_load [--sessions 1,4,8] [--requests 3] [--tokens 32] [--threads 1]
 
 The app is launched in-process on a free 127.0.0.1 port with the bundled model and the shipped English vector.
 Each worker thread sends `requests` /chat calls one after another (greedy, plain + steered columns in one
