@@ -780,7 +780,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     contrast = gr.Radio(list(CONTRASTS), value=CONTRASTS[0], label="対比 / Contrast")
                     method = gr.Radio(list(METHODS), value="mean_diff", label="手法 / Method")
-                    position = gr.Radio(["last", "mean"], value="last", label="読む位置 / Read position")
+                    position = gr.Radio(["last", "mean"], value="mean", label="読む位置 / Read position")
                 with gr.Row():
                     max_pairs = gr.Number(50, minimum=1, precision=0, label="ペア数 / Max pairs", elem_id="max-pairs")
                     layer_range = gr.Textbox(

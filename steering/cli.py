@@ -405,7 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", default="gyaru-vs-standard", choices=["gyaru-vs-standard", "gyaru-vs-casual"])
     p.add_argument("--layers", default=None, help="e.g. 8-20, 3,5,7 or -8--1 (default: the middle half)")
     p.add_argument("--method", default="mean_diff", choices=["mean_diff", "pca_diff", "pca_center"])
-    p.add_argument("--position", default="last", choices=["last", "mean"])
+    p.add_argument(
+        "--position",
+        default="mean",
+        choices=["last", "mean"],
+        help="mean over the reply tokens (default: worked best, docs/evaluation.md) or its last token",
+    )
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--heldout", type=float, default=0.2, help="share of pairs held out for accuracy/AUC")
     p.add_argument("--seed", type=int, default=0)

@@ -99,7 +99,7 @@ def extract(
     negatives: Sequence[str],
     layers=None,
     method: str = "mean_diff",
-    position: str = "last",
+    position: str = "mean",
     topics: Sequence[str | None] | None = None,
     lang: str = "en",
     heldout_fraction: float = 0.2,

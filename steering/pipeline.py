@@ -19,7 +19,7 @@ def extract_from_dataset(
     contrast: str = "gyaru-vs-standard",
     layers=None,
     method: str = "mean_diff",
-    position: str = "last",
+    position: str = "mean",
     max_pairs: int | None = None,
     heldout_fraction: float = 0.2,
     seed: int = 0,
