@@ -165,3 +165,33 @@ def test_bad_vector_file_is_a_clean_error(tmp_path, run_cli):
     result = run_cli("info", str(bad))
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_generate_and_sweep_commands(run_cli, tmp_path):
+    shipped = str(ROOT / "vectors" / "smollm2-135m-instruct_gal_en.pt")
+    out = run_cli("generate", "--vector", shipped, "--max-new-tokens", "6", "--json", "How was your weekend?")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert row["plain"] != row["steered"]  # the shipped recommended setting changes the reply
+    assert row["settings"]["layers"] == [12, 13, 14, 15, 16] and row["settings"]["repetition_penalty"] == 1.3
+    report = tmp_path / "report"
+    out = run_cli(
+        "sweep",
+        "--vector",
+        shipped,
+        "--layers",
+        "12-14",
+        "--strengths",
+        "0,3",
+        "--max-prompts",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--report",
+        str(report),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    table = json.loads(out.stdout)
+    assert [(c["layers"], c["strength"]) for c in table["cells"]] == [("12-14", 0.0), ("12-14", 3.0)]
+    assert (report / "sweep_smollm2-135m-instruct_gal_en.md").exists()
