@@ -165,37 +165,39 @@ def _candidate_files(uploads: list[str]) -> list[Path]:
     return found + [Path(u) for u in uploads]
 
 
-def fitting_vectors(loaded: LoadedModel, uploads: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """(label, path) of every file in vectors/ and this user's uploads that fits the model, plus skip reasons."""
-    choices, skipped = [], []
+def fitting_vectors(loaded: LoadedModel, uploads: list[str]) -> tuple[list[tuple[str, str]], list[str], dict]:
+    """(label, path) of every file in vectors/ and this user's uploads that fits the model, the skip reasons, and
+    each fitting file's metadata by path."""
+    choices, skipped, metas = [], [], {}
     for path in _candidate_files(uploads):
         try:
-            check_fits(load_vector(path), loaded.hidden_size, loaded.num_layers, loaded.name)
+            vector = load_vector(path)
+            check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)
         except (VectorFileError, ImportError) as exc:  # ImportError: a format whose reader is not installed
             skipped.append(f"{path.name}: {exc}")
             continue
         label = path.name if path.parent == VECTOR_DIR else f"⬆ {path.name} (upload)"
         choices.append((label, str(path)))
-    return choices, skipped
+        metas[str(path)] = vector.meta
+    return choices, skipped, metas
 
 
-def preferred_vector(loaded: LoadedModel, paths: list[str]) -> str | None:
-    """The vector a page opens with: one with a recommended setting, in the language the model speaks (English
-    for the bundled model, Japanese otherwise), else the newest file."""
+def preferred_vector(loaded: LoadedModel, metas: dict[str, dict]) -> str | None:
+    """The vector a page opens with (from {path: meta}): one with a recommended setting, in the language the model
+    speaks (English for the bundled model, Japanese otherwise), else the newest file."""
     want = "en" if loaded.spec == BUNDLED else "ja"
 
     def rank(path: str) -> tuple[bool, bool, float]:
-        meta = load_vector(path).meta
+        meta = metas[path]
         return "recommended" in meta, meta.get("lang") == want, Path(path).stat().st_mtime
 
-    return max(paths, key=rank) if paths else None
+    return max(metas, key=rank) if metas else None
 
 
 def vector_dropdown(loaded: LoadedModel, uploads: list[str], selected: str | None = None):
     """The vector dropdown refreshed for the current model (keeps `selected` when it still fits)."""
-    choices, skipped = fitting_vectors(loaded, uploads)
-    values = [value for _, value in choices]
-    value = selected if selected in values else preferred_vector(loaded, values)
+    choices, skipped, metas = fitting_vectors(loaded, uploads)
+    value = selected if selected in metas else preferred_vector(loaded, metas)
     note = f"{len(choices)} 件 / vectors fit {loaded.name}"
     if skipped:
         note += f"; {len(skipped)} skipped (other model or unreadable): " + "; ".join(skipped)[:400]

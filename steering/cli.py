@@ -156,12 +156,6 @@ def cmd_fetch_model(args) -> int:
     return 0
 
 
-def _read_prompts(path: str) -> list[str]:
-    from .data import load_prompts
-
-    return load_prompts(path)
-
-
 def _generate_one(loaded, steering, settings, prompt: str, strength: float) -> dict:
     from .generate import generate_batch
 
@@ -194,6 +188,7 @@ def _side_by_side(plain: str, steered: str, width: int = 60) -> str:
 
 
 def cmd_generate(args) -> int:
+    from .data import load_prompts
     from .generate import GenerationSettings
     from .models import load_model
     from .steer import Steering
@@ -218,7 +213,7 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         system_prompt=args.system,
     )
-    prompts = _read_prompts(args.prompts) if args.prompts else [args.prompt]
+    prompts = load_prompts(args.prompts) if args.prompts else [args.prompt]
     shown = {
         "model": args.model,
         "vector": str(args.vector),

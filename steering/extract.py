@@ -86,7 +86,7 @@ def layer_stats(
 
 @dataclass
 class Extraction:
-    """Unit directions and per-layer stats, plus timings; `vector` turns it into a savable SteeringVector."""
+    """Unit directions and per-layer stats, plus timings; pipeline.py turns it into a savable SteeringVector."""
 
     directions: dict[int, torch.Tensor]
     stats: dict[int, dict]

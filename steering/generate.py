@@ -1,7 +1,8 @@
 """Chat generation, plain and steered side by side: one batched generate call, one strength per row.
 
-Rows share the prompt and differ only in strength, so each row is what a solo run with that strength gives
-(greedy: token for token). Streaming yields per-row text deltas that never split a UTF-8 character.
+Rows of one conversation differ only in strength, so each row is what a solo run with that strength gives
+(greedy: token for token); rows may also carry their own conversations (left-padded). Streaming yields each
+row's text so far and never splits a UTF-8 character.
 """
 
 from __future__ import annotations
@@ -116,9 +117,14 @@ def _run_generate(
             return loaded.model.generate(**inputs, **kwargs)
 
 
+def _stop_ids(loaded: LoadedModel) -> set[int]:
+    """Tokens that end a row: end of sequence, and padding after a row finished."""
+    return {loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id}
+
+
 def _row_ids(loaded: LoadedModel, row: torch.Tensor) -> list[int]:
     """Generated ids of one row up to (not including) the first end-of-sequence or pad token."""
-    stop = {loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id}
+    stop = _stop_ids(loaded)
     out = []
     for token in row.tolist():
         if token in stop:
@@ -175,16 +181,18 @@ class Utf8SafeDecoder:
         self.emitted = ""
 
     def push(self, token_id: int) -> str:
+        """Add a token; return the new text, or '' while a character is still incomplete."""
         self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd") or not text.startswith(self.emitted):
-            return ""
-        delta, self.emitted = text[len(self.emitted) :], text
-        return delta
+        return self._advance(final=False)
 
     def flush(self) -> str:
+        """The rest of the text once generation ended (incomplete bytes included, as the final decode has them)."""
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> str:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.startswith(self.emitted):  # cannot happen with byte-level BPE; keep the stream honest anyway
+        # A changed prefix cannot happen with byte-level BPE; holding back keeps the stream append-only anyway.
+        if (not final and text.endswith("\ufffd")) or not text.startswith(self.emitted):
             return ""
         delta, self.emitted = text[len(self.emitted) :], text
         return delta
@@ -260,7 +268,7 @@ def stream_rows(
 
     decoders = [Utf8SafeDecoder(loaded.tokenizer) for _ in strengths]
     finished = [False] * len(strengths)
-    stop = {loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id}
+    stop = _stop_ids(loaded)
     worker = threading.Thread(target=work, name="steering-generate", daemon=True)
     worker.start()
     try:

@@ -86,7 +86,7 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, torch.Tensor]
     return pushes
 
 
-def _strength_tensor(strength, rows: int | None) -> torch.Tensor:
+def _strength_tensor(strength) -> torch.Tensor:
     values = [float(strength)] if isinstance(strength, (int, float)) else [float(s) for s in strength]
     for s in values:
         if not math.isfinite(s):
@@ -97,7 +97,7 @@ def _strength_tensor(strength, rows: int | None) -> torch.Tensor:
 def strength_warning(steering: Steering) -> str | None:
     """The warning for a strength far outside what ever produces readable text, else None (a UI can show it)."""
     limit = SANE_STRENGTH.get(steering.scale, math.inf)
-    values = _strength_tensor(steering.strength, None)
+    values = _strength_tensor(steering.strength)
     if values.abs().max() > limit:
         return (
             f"strength {values.abs().max().item():g} on the {steering.scale} scale is beyond ±{limit:g}; "
@@ -158,7 +158,7 @@ def steer(loaded: LoadedModel, steerings: Steering | Sequence[Steering]):
                 raise ValueError(f"unknown position {steering.position!r}: expected one of {', '.join(POSITIONS)}")
             check_fits(steering.vector, loaded.hidden_size, loaded.num_layers, loaded.name)
             check_strengths(steering)
-            coeffs = _strength_tensor(steering.strength, None)
+            coeffs = _strength_tensor(steering.strength)
             for layer, push in layer_pushes(steering, loaded.num_layers).items():
                 hook = _LayerHook(push, coeffs, steering.position, owner)
                 handles.append(loaded.layers[layer].register_forward_hook(hook))

@@ -256,15 +256,19 @@ def test_page_opens_with_the_recommended_vector_in_the_models_language(tmp_path)
 
     from steering.vectors import SteeringVector, save_vector
 
+    metas = {}
+
     def make(name, meta):
         vector = SteeringVector({3: torch.ones(8) / 8**0.5}, meta, {3: {"mean_diff_norm": 1.0}})
-        return str(save_vector(vector, tmp_path / f"{name}.pt"))
+        path = str(save_vector(vector, tmp_path / f"{name}.pt"))
+        metas[path] = meta
+        return path
 
-    plain = make("newest_without", {"lang": "en"})
+    make("newest_without", {"lang": "en"})
     ja = make("ja_recommended", {"lang": "ja", "recommended": {"layers": [3], "strength": 1.0}})
     en = make("en_recommended", {"lang": "en", "recommended": {"layers": [3], "strength": 1.0}})
     bundled = SimpleNamespace(spec="bundled")
     qwen = SimpleNamespace(spec="Qwen/Qwen2.5-7B-Instruct")
-    assert app.preferred_vector(bundled, [plain, ja, en]) == en
-    assert app.preferred_vector(qwen, [plain, ja, en]) == ja
-    assert app.preferred_vector(bundled, []) is None
+    assert app.preferred_vector(bundled, metas) == en
+    assert app.preferred_vector(qwen, metas) == ja
+    assert app.preferred_vector(bundled, {}) is None
