@@ -1,44 +1,62 @@
 """gyaru steering studio: a Gradio app over the `steering` library — extract a vector, inspect its layers, and
 chat with the plain and the steered model side by side.
 
-The app only wires UI events to library calls. One model is loaded at a time and shared by every user (HOLDER);
-each user's vector uploads, settings and chat history live in gr.State and the components, never in globals.
+This file holds the layout, the event handlers that turn UI values into library calls and library results into
+component updates, and the launch. The logic lives in `steering`: the shared model in steering.session (one
+ModelSession, HOLDER, serves every user), the vector list and uploads in steering.catalog (CATALOG, over the
+vectors folder: STEERING_VECTOR_DIR or ./vectors), figures in steering.plots and tables in steering.tables.
+Each user's uploads, settings, sweep and chat history live in gr.State and the components, never in globals.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import atexit
 import html
 import logging
-import math
 import os
-import re
-import shutil
-import tempfile
-import threading
 from contextlib import closing
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
 
 import gradio as gr  # noqa: E402
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import torch  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
 
-from steering.cli import STAT_COLUMNS  # noqa: E402
-from steering.data import CONTRASTS, DatasetError, load_prompts  # noqa: E402
-from steering.evaluate import SweepCell, cells_table, recommend, sweep  # noqa: E402
-from steering.extract import METHODS  # noqa: E402
+from steering.catalog import MAX_UPLOAD_MB, VectorCatalog  # noqa: E402
+from steering.data import DatasetError, load_prompts  # noqa: E402
+from steering.evaluate import SweepCell, recommend, sweep  # noqa: E402
 from steering.generate import GenerationSettings, stream_rows  # noqa: E402
-from steering.models import BUNDLED, LoadedModel, check_loadable, load_model  # noqa: E402
+from steering.models import BUNDLED  # noqa: E402
 from steering.pipeline import extract_and_save  # noqa: E402
-from steering.report import heatmap  # noqa: E402
-from steering.steer import POSITIONS, SCALES, Steering, strength_warning  # noqa: E402
-from steering.style import guess_lang, style_score  # noqa: E402
-from steering.vectors import SUFFIXES, SteeringVector, VectorFileError, check_fits, load_vector, unique_path  # noqa: E402
+from steering.plots import SERIES, heatmap, layer_figure  # noqa: E402
+from steering.session import ModelSession, model_status  # noqa: E402
+from steering.settings import (  # noqa: E402
+    APPLY_TO,
+    CONTRASTS,
+    DEFAULT_APPLY_TO,
+    DEFAULT_READ_POSITION,
+    DEFAULT_STRENGTH,
+    MAX_SWEEP_OPTIONS,
+    MAX_SWEEP_STRENGTHS,
+    METHODS,
+    READ_POSITIONS,
+    SCALES,
+    STRENGTH_RANGE,
+    SWEEP_LAYER_OPTIONS,
+    SWEEP_STRENGTHS,
+    default_lang,
+    default_layer_options,
+    default_scale,
+    format_layers,
+    parse_layer_options,
+    parse_strengths,
+    resolve_setting,
+)
+from steering.steer import Steering, strength_warning  # noqa: E402
+from steering.style import style_score  # noqa: E402
+from steering.tables import cell_label, stats_frame, sweep_frame  # noqa: E402
+from steering.vector_files import SUFFIXES, unique_path  # noqa: E402
+from steering.vectors import SteeringVector, VectorFileError  # noqa: E402
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -49,8 +67,6 @@ except ImportError:
 
 LOG = logging.getLogger("gyaru-studio")
 ROOT = Path(__file__).resolve().parent
-VECTOR_DIR = ROOT / "vectors"
-MAX_UPLOAD_MB = 32
 MODEL_CHOICES = [
     ("bundled (SmolLM2-135M-Instruct)", BUNDLED),
     ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
@@ -64,20 +80,6 @@ DATASETS = [
     ("同梱 英語 / bundled en", "en"),
     ("アップロード / upload file", "upload"),
 ]
-# Slider range per strength scale: calibrated 1.0 = one mean difference; raw is a unit vector × strength.
-STRENGTH_RANGE = {"calibrated": (-4.0, 8.0, 0.25), "raw": (-50.0, 200.0, 0.5)}
-# Sweep tab: default strengths per scale, and grid limits (each layer option is one batched generate call of
-# strengths × prompts rows; a bigger grid is a job for `python -m steering sweep`).
-SWEEP_STRENGTHS = {"calibrated": "0,1,2,3,4", "raw": "0,4,8,12,16"}
-MAX_SWEEP_OPTIONS, MAX_SWEEP_STRENGTHS = 8, 12
-# Layers-tab series: label -> (stat key in the sidecar, drawn on the secondary "norm" axis)
-SERIES = {
-    "cos(方向, 平均差) / cos(direction, mean diff)": ("cos_mean_diff", False),
-    "検証 正解率 / held-out accuracy": ("heldout_accuracy", False),
-    "検証 AUC / held-out AUC": ("heldout_auc", False),
-    "平均差ノルム / mean-diff norm": ("mean_diff_norm", True),
-    "残差ノルム / residual norm": ("residual_norm", True),
-}
 SIDES = ("plain", "steered")  # chat columns: strength 0 and strength s
 SYSTEM_FONTS = [
     "system-ui",
@@ -96,161 +98,31 @@ THEME = gr.themes.Default(primary_hue="pink", font=SYSTEM_FONTS, font_mono=MONO_
 CSS = ".score-line p { margin: 0; font-size: 0.9em; }"
 
 
-# --------------------------------------------------------------------------- the shared model
+# --------------------------------------------------------------------------- the shared model and vectors
+
+HOLDER = ModelSession()  # the one model every user shares
+CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or ROOT / "vectors")
+atexit.register(lambda: CATALOG.close())  # upload folders still held at exit
 
 
-class ModelHolder:
-    """The one model every user shares; loading replaces it under a lock."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.loaded: LoadedModel | None = None
-
-    def get(self) -> LoadedModel:
-        """The current model; the bundled one is loaded on first use (never at import: tests import app)."""
-        with self.lock:
-            if self.loaded is None:
-                self.loaded = load_model(BUNDLED)
-            return self.loaded
-
-    def load(self, spec: str) -> LoadedModel:
-        with self.lock:
-            if self.loaded is not None and self.loaded.spec == spec:
-                return self.loaded
-            # What fails without loading (4-bit without CUDA, a missing path) fails here, and everyone keeps the
-            # current model.
-            check_loadable(spec)
-            # Release the old model first so two never sit in memory together; if loading still fails (e.g. the
-            # hub is unreachable), the previous model is loaded back so nobody loses theirs.
-            previous = self.loaded.spec if self.loaded is not None else None
-            self.loaded = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            try:
-                self.loaded = load_model(spec)
-            except Exception:
-                self._restore(previous)
-                raise
-            return self.loaded
-
-    def _restore(self, spec: str | None) -> None:
-        """Best effort: bring the previous model back after a failed load (else the bundled one loads lazily)."""
-        if spec is None:
-            return
-        try:
-            self.loaded = load_model(spec)
-        except Exception:  # noqa: BLE001 - the original error is the one to report
-            LOG.exception("could not restore the previous model %s", spec)
-
-
-HOLDER = ModelHolder()
-
-
-def model_status(loaded: LoadedModel | None) -> str:
-    if loaded is None:
-        return "モデル未読み込み / no model loaded — the bundled model loads on first use"
-    d = loaded.describe()
-    return (
-        f"**{d['name']}** (`{d['spec']}`) — {d['num_layers']} レイヤー / layers, hidden {d['hidden_size']}, "
-        f"{d['dtype']} on {d['device']}"
-    )
-
-
-# --------------------------------------------------------------------------- vectors
-
-
-def _candidate_files(uploads: list[str]) -> list[Path]:
-    found = sorted(p for p in VECTOR_DIR.glob("*") if p.suffix.lower() in SUFFIXES) if VECTOR_DIR.is_dir() else []
-    return found + [Path(u) for u in uploads]
-
-
-def fitting_vectors(loaded: LoadedModel, uploads: list[str]) -> tuple[list[tuple[str, str]], list[str], dict]:
-    """(label, path) of every file in vectors/ and this user's uploads that fits the model, the skip reasons, and
-    each fitting file's metadata by path."""
-    choices, skipped, metas = [], [], {}
-    for path in _candidate_files(uploads):
-        try:
-            vector = load_vector(path)
-            check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)
-        except (VectorFileError, ImportError) as exc:  # ImportError: a format whose reader is not installed
-            skipped.append(f"{path.name}: {exc}")
-            continue
-        label = path.name if path.parent == VECTOR_DIR else f"⬆ {path.name} (upload)"
-        choices.append((label, str(path)))
-        metas[str(path)] = vector.meta
-    return choices, skipped, metas
-
-
-def preferred_vector(loaded: LoadedModel, metas: dict[str, dict]) -> str | None:
-    """The vector a page opens with (from {path: meta}): one with a recommended setting, in the language the model
-    speaks (English for the bundled model, Japanese otherwise), else the newest file."""
-    want = "en" if loaded.spec == BUNDLED else "ja"
-
-    def rank(path: str) -> tuple[bool, bool, float]:
-        meta = metas[path]
-        return "recommended" in meta, meta.get("lang") == want, Path(path).stat().st_mtime
-
-    return max(metas, key=rank) if metas else None
-
-
-def vector_dropdown(loaded: LoadedModel, uploads: list[str], selected: str | None = None):
+def vector_dropdown(loaded, uploads: list[str], selected: str | None = None):
     """The vector dropdown refreshed for the current model (keeps `selected` when it still fits)."""
-    choices, skipped, metas = fitting_vectors(loaded, uploads)
-    value = selected if selected in metas else preferred_vector(loaded, metas)
-    note = f"{len(choices)} 件 / vectors fit {loaded.name}"
-    if skipped:
-        note += f"; {len(skipped)} skipped (other model or unreadable): " + "; ".join(skipped)[:400]
-    return gr.Dropdown(choices=choices, value=value), note
+    listing = CATALOG.listing(loaded, uploads, selected)
+    return gr.Dropdown(choices=listing.choices, value=listing.value), listing.note
+
+
+def current_model_spec() -> str:
+    """The shared model's spec without loading one (a cosmetic event must not wait for a load)."""
+    loaded = HOLDER.loaded  # read once: a load in another thread sets it to None for a while
+    return loaded.spec if loaded is not None else HOLDER.default
 
 
 def open_vector(path: str | None, uploads: list[str]) -> SteeringVector:
-    """Load the chosen vector; only files in vectors/ or this user's own uploads are ever opened."""
-    if not path:
-        raise gr.Error("ベクトルを選んでね / pick a vector first (extract one or upload a file)")
-    inside = Path(path).resolve().parent == VECTOR_DIR.resolve()
-    if not inside and path not in uploads:
-        raise gr.Error(f"unknown vector {path!r}")
+    """Load the chosen vector; only files in the vectors folder or this user's own uploads are ever opened."""
     try:
-        return load_vector(path)
-    except (VectorFileError, ImportError) as exc:
+        return CATALOG.open(path, uploads)
+    except ValueError as exc:
         raise gr.Error(str(exc)) from None
-
-
-def layer_text(layers: list[int]) -> str:
-    """'8-12' for a contiguous run, else '3,5,9' (what parse_layers reads back)."""
-    layers = sorted(layers)
-    if layers and layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 1:
-        return f"{layers[0]}-{layers[-1]}"
-    return ",".join(map(str, layers))
-
-
-def chat_defaults(vector: SteeringVector) -> tuple[str, float, str]:
-    """(layers, strength, scale): the vector's "recommended" meta, else suggested layer ±2 at strength 2.0.
-
-    A bare .pt has no recorded mean-difference norms, so only the raw scale works; 8.0 raw is the reference's
-    weakest audible setting.
-    """
-    rec = vector.meta.get("recommended")
-    rec = rec if isinstance(rec, dict) else {}
-    center = vector.meta.get("suggested_layer", vector.layers[len(vector.layers) // 2])
-    band = [layer for layer in range(center - 2, center + 3) if layer in vector.directions] or vector.layers
-    layers = rec.get("layers") or band
-    layers = layers if isinstance(layers, str) else layer_text([int(layer) for layer in layers])
-    scale = rec.get("scale") if rec.get("scale") in SCALES else ("calibrated" if vector.calibrated else "raw")
-    strength = float(rec.get("strength", 2.0 if scale == "calibrated" else 8.0))
-    return layers, strength, scale
-
-
-def sweep_layer_options(vector: SteeringVector) -> str:
-    """Three 5-layer bands around the suggested layer (those the vector has), e.g. '8-12 12-16 16-20'."""
-    center = vector.meta.get("suggested_layer", vector.layers[len(vector.layers) // 2])
-    options: list[str] = []
-    for low in (center - 6, center - 2, center + 2):
-        band = [layer for layer in range(low, low + 5) if layer in vector.directions]
-        if band and layer_text(band) not in options:
-            options.append(layer_text(band))
-    return " ".join(options) or layer_text(vector.layers)
 
 
 def strength_slider(scale: str, value: float):
@@ -265,9 +137,8 @@ def strength_slider(scale: str, value: float):
 def on_load_model(spec: str, uploads: list[str], progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - the Gradio idiom
     """Load a model for everyone; a failure (e.g. 4-bit without CUDA) is shown, never raised."""
     spec = (spec or "").strip() or BUNDLED
-    progress(0, desc=f"loading {spec} …")
     try:
-        loaded = HOLDER.load(spec)
+        loaded = HOLDER.load(spec, on_status=lambda text: progress(0, desc=text))
     except Exception as exc:  # noqa: BLE001 - any hub model can fail in its own way; show the message
         gr.Warning(str(exc))
         return f"⚠ {exc}\n\n{model_status(HOLDER.loaded)}", gr.skip(), gr.skip()
@@ -290,37 +161,19 @@ def on_upload_vector(files: list[str] | None, uploads: list[str], selected: str 
     """Validate uploaded vector files (a .pt may come with its .json sidecar) and add them to this user's list."""
     if not files:
         return gr.skip(), uploads, gr.skip()
-    too_big = [Path(f).name for f in files if os.path.getsize(f) > MAX_UPLOAD_MB << 20]
-    if too_big:
-        raise gr.Error(f"{', '.join(too_big)}: larger than {MAX_UPLOAD_MB} MB")
-    folder = Path(tempfile.mkdtemp(prefix="gyaru-upload-"))  # one folder per upload keeps .pt and .json together
-    for f in files:
-        shutil.copy(f, folder / Path(f).name)
-    loaded, added = HOLDER.get(), []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES):
-        try:
-            check_fits(load_vector(path), loaded.hidden_size, loaded.num_layers, loaded.name)
-            added.append(str(path))
-        except (VectorFileError, ImportError) as exc:
-            gr.Warning(str(exc))
-    if not added:  # nothing usable: leave no temporary copies behind
-        shutil.rmtree(folder, ignore_errors=True)
+    loaded = HOLDER.get()
+    try:
+        added, refused = CATALOG.add_uploads(files, loaded)
+    except ValueError as exc:  # over the size limit
+        raise gr.Error(str(exc)) from None
+    for message in refused:
+        gr.Warning(message)
     uploads = uploads + added
     dropdown, note = vector_dropdown(loaded, uploads, added[-1] if added else selected)
     return dropdown, uploads, note
 
 
 # --------------------------------------------------------------------------- handlers: extract
-
-
-def stats_frame(stats: dict[int, dict], suggested: int | None) -> pd.DataFrame:
-    """Per-layer stats as a table; the suggested layer is marked with ★."""
-    rows = [
-        [f"{layer}{' ★' if layer == suggested else ''}"]
-        + [round(stats[layer][key], 3) if key in stats[layer] else None for key, _ in STAT_COLUMNS]
-        for layer in sorted(stats)
-    ]
-    return pd.DataFrame(rows, columns=["layer"] + [short for _, short in STAT_COLUMNS])
 
 
 @gpu
@@ -336,12 +189,12 @@ def on_extract(
     uploads: list[str],
     progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
 ):
-    """Extract a vector from a dataset, save it under vectors/ (never overwriting) and offer it for download."""
+    """Extract a vector from a dataset, save it in the vectors folder (never overwriting) and offer it for download."""
     data = data_file if dataset == "upload" else dataset
     if not data:
         raise gr.Error("データセットをアップロードしてね / upload a dataset file first")
     loaded = HOLDER.get()
-    out = unique_path(VECTOR_DIR, (name or "").strip() or "gyaru")
+    out = unique_path(CATALOG.folder, (name or "").strip() or "gyaru")
     try:
         vector, timings = extract_and_save(
             loaded,
@@ -358,15 +211,15 @@ def on_extract(
         raise gr.Error(str(exc)) from None
     meta = vector.meta
     summary = (
-        f"saved `{out.name}` — {meta['pairs']} pairs, {meta['method']}, {meta['lang']}, "
-        f"layers {layer_text(vector.layers)}, ★ suggested layer **{meta['suggested_layer']}** "
+        f"saved `{out.name}` — {meta.pairs} pairs, {meta.method}, {meta.lang}, "
+        f"layers {format_layers(vector.layers)}, ★ suggested layer **{meta.suggested_layer}** "
         f"({timings['total_s']:.1f} s)"
     )
     dropdown, note = vector_dropdown(loaded, uploads, str(out))
     return (
         summary,
         [str(out), str(out.with_suffix(".json"))],
-        stats_frame(vector.stats, meta["suggested_layer"]),
+        stats_frame(vector.stats, meta.suggested_layer),
         dropdown,
         note,
     )
@@ -375,70 +228,9 @@ def on_extract(
 # --------------------------------------------------------------------------- handlers: layers
 
 
-def _base_figure(title: str) -> go.Figure:
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(
-        title=title,
-        height=440,
-        template="plotly_white",
-        margin=dict(l=50, r=50, t=60, b=40),
-        legend=dict(orientation="h", y=-0.2),
-        xaxis_title="layer",
-    )
-    return fig
-
-
-def sidecar_figure(vector: SteeringVector, series: list[str]) -> go.Figure:
-    """PC1 explained variance per layer (bars) plus the chosen series; norms on the secondary axis."""
-    layers, suggested = vector.layers, vector.meta.get("suggested_layer")
-    fig = _base_figure(f"{vector.name}: PC1 explained variance per layer")
-    colors = ["#e75480" if layer == suggested else "#f4b6c8" for layer in layers]
-    fig.add_trace(
-        go.Bar(
-            x=layers,
-            y=[vector.stats.get(i, {}).get("pc1_explained_variance") for i in layers],
-            name="PC1 分散 / PC1 explained variance",
-            marker_color=colors,
-        ),
-        secondary_y=False,
-    )
-    for label in series:
-        key, secondary = SERIES[label]
-        values = [vector.stats.get(i, {}).get(key) for i in layers]
-        if any(v is not None for v in values):
-            fig.add_trace(go.Scatter(x=layers, y=values, name=label, mode="lines+markers"), secondary_y=secondary)
-    if suggested is not None:
-        fig.add_vline(
-            x=suggested,
-            line_dash="dash",
-            line_color="#e75480",
-            annotation_text=f"★ suggested {suggested}",
-            annotation_position="top",
-        )
-    fig.update_yaxes(title_text="share / cos / accuracy", range=[-0.05, 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="norm", secondary_y=True, showgrid=False)
-    return fig
-
-
-def bare_figure(vector: SteeringVector) -> go.Figure:
-    """What a bare {layer: tensor} file still tells: direction norms and adjacent layers' cosine."""
-    layers = vector.layers
-    dirs = [vector.directions[i].float() for i in layers]
-    # .safetensors/.gguf readers normalize and keep the file's own norm as "file_norm"
-    norms = [vector.stats.get(i, {}).get("file_norm", float(d.norm())) for i, d in zip(layers, dirs)]
-    fig = _base_figure(f"{vector.name}: no sidecar — direction norms and adjacent-layer cosine")
-    fig.add_trace(
-        go.Bar(x=layers, y=norms, name="方向ノルム / direction norm", marker_color="#f4b6c8"),
-        secondary_y=True,
-    )
-    cos = [float(torch.nn.functional.cosine_similarity(a, b, dim=0)) for a, b in zip(dirs, dirs[1:])]
-    fig.add_trace(
-        go.Scatter(x=layers[1:], y=cos, name="cos(L-1, L) / adjacent-layer cosine", mode="lines+markers"),
-        secondary_y=False,
-    )
-    fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], secondary_y=False)
-    fig.update_yaxes(title_text="norm", secondary_y=True, showgrid=False)
-    return fig
+def _shown(value, missing: str = "?") -> str:
+    """A metadata value for a note; `missing` when the file never recorded it."""
+    return missing if value is None else str(value)
 
 
 def on_layers(path: str | None, series: list[str], uploads: list[str]):
@@ -448,18 +240,18 @@ def on_layers(path: str | None, series: list[str], uploads: list[str]):
     vector = open_vector(path, uploads)
     if vector.calibrated:
         note = (
-            f"{len(vector.layers)} layers from `{vector.meta.get('model', '?')}`, "
-            f"{vector.meta.get('method', '?')}, {vector.meta.get('pairs', '?')} pairs; "
-            f"★ = suggested layer {vector.meta.get('suggested_layer', '—')}"
+            f"{len(vector.layers)} layers from `{_shown(vector.meta.model)}`, "
+            f"{_shown(vector.meta.method)}, {_shown(vector.meta.pairs)} pairs; "
+            f"★ = suggested layer {_shown(vector.meta.suggested_layer, '—')}"
         )
-        return sidecar_figure(vector, series or []), note
-    note = (
-        "⚠ サイドカー(.json)なし / no sidecar: PC1 explained variance, cos with the mean difference, "
-        "held-out accuracy/AUC, mean-difference and residual norms were never recorded, so they cannot be "
-        "shown, and the calibrated strength scale is unavailable (chat uses raw). Shown instead: each layer's "
-        "direction norm and the cosine between adjacent layers' directions."
-    )
-    return bare_figure(vector), note
+    else:
+        note = (
+            "⚠ サイドカー(.json)なし / no sidecar: PC1 explained variance, cos with the mean difference, "
+            "held-out accuracy/AUC, mean-difference and residual norms were never recorded, so they cannot be "
+            "shown, and the calibrated strength scale is unavailable (chat uses raw). Shown instead: each layer's "
+            "direction norm and the cosine between adjacent layers' directions."
+        )
+    return layer_figure(vector, series or []), note
 
 
 # --------------------------------------------------------------------------- handlers: chat
@@ -471,20 +263,18 @@ def on_vector_selected(path: str | None, uploads: list[str]):
     if not path:
         return (gr.skip(),) * 8
     vector = open_vector(path, uploads)
-    layers, strength, scale = chat_defaults(vector)
-    rec = vector.meta.get("recommended")
-    penalty = float(rec.get("repetition_penalty", 1.0)) if isinstance(rec, dict) else 1.0
-    prompts = load_prompts(vector.meta.get("lang", "ja"))
-    sweep_scale = "calibrated" if vector.calibrated else "raw"
+    setting = resolve_setting(vector)  # the vector's recommended setting, else the library defaults
+    prompts = load_prompts(default_lang(vector.meta.lang, current_model_spec()))
+    sweep_scale = default_scale(vector)
     return (
-        layers,
-        strength_slider(scale, strength),
-        scale,
+        setting.layers,
+        strength_slider(setting.scale, setting.strength),
+        setting.scale,
         gr.Dropdown(choices=prompts, value=None),
-        sweep_layer_options(vector),
+        default_layer_options(vector),
         SWEEP_STRENGTHS[sweep_scale],
         sweep_scale,
-        penalty,
+        setting.repetition_penalty,
     )
 
 
@@ -535,7 +325,7 @@ def on_chat(
         seed=int(seed),
         repetition_penalty=float(repetition_penalty),
     )
-    lang = vector.meta.get("lang") or guess_lang(message)
+    lang = default_lang(vector.meta.lang, loaded.spec)
     user = {"role": "user", "content": message}
     # Each column continues its own conversation (the steered row sees its own earlier replies); both rows still
     # run in one batched generate call.
@@ -573,48 +363,15 @@ def on_chat(
 # --------------------------------------------------------------------------- handlers: sweep
 
 
-def parse_layer_options(text: str) -> list[str]:
-    """'6-10 10-14 14-18' -> ['6-10', '10-14', '14-18']: options are separated by spaces, ';' or '|' (commas stay
-    inside one option: '8,10,12')."""
-    options = [part.strip(",") for part in re.split(r"[\s;|]+", text or "") if part.strip(",")]
-    if not options:
-        raise gr.Error("レイヤー候補を書いてね / write at least one layer option, e.g. 6-10 10-14 14-18")
-    if len(options) > MAX_SWEEP_OPTIONS:
-        raise gr.Error(f"{len(options)} layer options: at most {MAX_SWEEP_OPTIONS} in the app")
-    return options
-
-
-def parse_strengths(text: str) -> list[float]:
-    """'0,1,2,3,4' (commas or spaces) -> [0.0, 1.0, 2.0, 3.0, 4.0], duplicates dropped, order kept."""
-    values: list[float] = []
-    for part in re.split(r"[\s,;]+", text or ""):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise gr.Error(f"strength {part!r} is not a number") from None
-        if not math.isfinite(value):
-            raise gr.Error(f"strength {part!r} is not a finite number")
-        if value not in values:
-            values.append(value)
-    if not values:
-        raise gr.Error("強さを書いてね / write at least one strength, e.g. 0,1,2,3,4")
-    if len(values) > MAX_SWEEP_STRENGTHS:
-        raise gr.Error(f"{len(values)} strengths: at most {MAX_SWEEP_STRENGTHS} in the app")
-    return values
-
-
-def cell_label(cell: SweepCell) -> str:
-    return f"{layer_text(cell.layers)} @ {cell.strength:g}"
-
-
-def sweep_frame(cells: list[SweepCell]) -> pd.DataFrame:
-    """cells_table as a DataFrame (floats rounded), plus the first reply of each cell as a sample."""
-    frame = pd.DataFrame(cells_table(cells)).round(3)
-    frame.insert(0, "cell", [cell_label(c) for c in cells])
-    frame["sample reply"] = [(c.replies[0] if c.replies else "")[:120] for c in cells]
-    return frame
+def sweep_grid(layer_options: str, strengths: str) -> tuple[list[str], list[float]]:
+    """The Sweep tab's layer options and strengths, within the app's grid limits; a bad one is a gr.Error."""
+    try:
+        return (
+            parse_layer_options(layer_options, "レイヤー候補 / layer options", max_count=MAX_SWEEP_OPTIONS),
+            parse_strengths(strengths, "強さ / strengths", max_count=MAX_SWEEP_STRENGTHS),
+        )
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def best_line(best: SweepCell | None) -> str:
@@ -625,7 +382,7 @@ def best_line(best: SweepCell | None) -> str:
         )
     s = best.summary
     return (
-        f"★ おすすめ / recommended: layers **{layer_text(best.layers)}** @ strength **{best.strength:g}** — "
+        f"★ おすすめ / recommended: layers **{format_layers(best.layers)}** @ strength **{best.strength:g}** — "
         f"style {s['style']:.2f}, marker share {s['marker_share']:.0%}, broken {s['broken_share']:.0%}"
     )
 
@@ -647,7 +404,7 @@ def on_sweep(
     picked cell behaves in Chat as it did here."""
     vector = open_vector(path, uploads or [])
     loaded = HOLDER.get()
-    options, values = parse_layer_options(layer_options), parse_strengths(strengths)
+    options, values = sweep_grid(layer_options, strengths)
     if scale == "calibrated" and not vector.calibrated:
         raise gr.Error("this vector has no recorded mean-difference norms (no sidecar): use the raw scale")
     try:  # resolve every option now (a bad one fails before any generation); equal ones are swept once
@@ -658,7 +415,7 @@ def on_sweep(
     warning = strength_warning(Steering(vector, None, values, scale))
     if warning:
         gr.Warning(warning)
-    lang = vector.meta.get("lang") or "ja"
+    lang = default_lang(vector.meta.lang, loaded.spec)
     prompts = load_prompts(lang)[: max(1, int(n_prompts))]
     progress(0, desc=f"スイープ中 / sweeping {len(layer_lists)} × {len(values)} cells on {len(prompts)} prompts")
     try:
@@ -681,7 +438,7 @@ def on_sweep(
     state = {
         "path": path,
         "scale": scale,
-        "cells": {label: [layer_text(c.layers), c.strength] for label, c in zip(labels, cells)},
+        "cells": {label: [format_layers(c.layers), c.strength] for label, c in zip(labels, cells)},
         "best": cell_label(best) if best else None,
     }
     pick = state["best"] or next((label for label, c in zip(labels, cells) if c.strength != 0), labels[0])
@@ -742,7 +499,8 @@ def chat_column(label: str, elem_id: str) -> tuple[gr.Chatbot, gr.Markdown]:
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="gyaru steering studio") as demo:
-        uploads = gr.State([])  # this user's uploaded vector files
+        # this user's uploaded vector files; their temporary folders go when the session's state is deleted
+        uploads = gr.State([], delete_callback=lambda files: CATALOG.discard(files))
         history = gr.State({side: [] for side in SIDES})  # this user's raw chat history per column
         gr.Markdown(
             "# ギャル steering studio\nギャル口調ベクトルを抽出して、ふつうの返事と並べて比べよう。 / "
@@ -781,8 +539,10 @@ def build_demo() -> gr.Blocks:
                     )
                 with gr.Row():
                     contrast = gr.Radio(list(CONTRASTS), value=CONTRASTS[0], label="対比 / Contrast")
-                    method = gr.Radio(list(METHODS), value="mean_diff", label="手法 / Method")
-                    position = gr.Radio(["last", "mean"], value="mean", label="読む位置 / Read position")
+                    method = gr.Radio(list(METHODS), value=METHODS[0], label="手法 / Method")
+                    position = gr.Radio(
+                        list(READ_POSITIONS), value=DEFAULT_READ_POSITION, label="読む位置 / Read position"
+                    )
                 with gr.Row():
                     max_pairs = gr.Number(50, minimum=1, precision=0, label="ペア数 / Max pairs", elem_id="max-pairs")
                     layer_range = gr.Textbox(
@@ -809,11 +569,17 @@ def build_demo() -> gr.Blocks:
                     chat_layers = gr.Textbox(
                         "", label="レイヤー / Layers", placeholder="e.g. 10-14", elem_id="chat-layers"
                     )
+                    lo, hi, step = STRENGTH_RANGE["calibrated"]
                     strength = gr.Slider(
-                        -4, 8, value=2.0, step=0.25, label="ギャル度 / Gyaru strength", elem_id="strength"
+                        lo,
+                        hi,
+                        value=DEFAULT_STRENGTH["calibrated"],
+                        step=step,
+                        label="ギャル度 / Gyaru strength",
+                        elem_id="strength",
                     )
                     scale = gr.Radio(list(SCALES), value="calibrated", label="スケール / Scale")
-                    chat_position = gr.Radio(list(POSITIONS), value="all", label="位置 / Position")
+                    chat_position = gr.Radio(list(APPLY_TO), value=DEFAULT_APPLY_TO, label="位置 / Position")
                 with gr.Row():
                     max_new = gr.Slider(
                         1, 512, value=64, step=1, label="最大トークン / Max new tokens", elem_id="max-new"
@@ -840,7 +606,7 @@ def build_demo() -> gr.Blocks:
                 )
                 with gr.Row():
                     sweep_layers = gr.Textbox(
-                        "6-10 10-14 14-18",
+                        SWEEP_LAYER_OPTIONS,
                         label="レイヤー候補 / Layer options (space-separated)",
                         elem_id="sweep-layers",
                     )
@@ -952,12 +718,12 @@ def build_demo() -> gr.Blocks:
 
 
 def launch_kwargs() -> dict:
-    """What every launch needs (the tests use it too): offline theme, upload limit, downloads from vectors/."""
+    """What every launch needs (the tests use it too): offline theme, upload limit, downloads from CATALOG's folder."""
     return dict(
         theme=THEME,
         css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
-        allowed_paths=[str(VECTOR_DIR)],
+        allowed_paths=[str(CATALOG.folder)],
         footer_links=["api", "settings"],
     )
 

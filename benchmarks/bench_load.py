@@ -88,7 +88,7 @@ def main() -> None:
     import app
     from steering.data import load_prompts
 
-    vector = app.VECTOR_DIR / "smollm2-135m-instruct_gal_en.pt"
+    vector = app.CATALOG.folder / "smollm2-135m-instruct_gal_en.pt"
     loaded = app.HOLDER.get()
     loaded.model.generation_config.min_new_tokens = args.tokens  # same length every request
     app.demo.queue(default_concurrency_limit=1).launch(

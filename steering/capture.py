@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .models import LoadedModel, base_model, parse_layers
+from .models import LoadedModel, base_model
+from .settings import READ_POSITIONS as POSITIONS
+from .settings import parse_layers
 from .templates import Rendered, render_reply
 
-POSITIONS = ("last", "mean")
 ProgressFn = Callable[[int, int], None]  # (texts done, texts total)
 
 

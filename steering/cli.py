@@ -9,6 +9,30 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .settings import (
+    APPLY_TO,
+    CONTRASTS,
+    DEFAULT_APPLY_TO,
+    DEFAULT_READ_POSITION,
+    EXPORT_FORMATS,
+    LANGS,
+    METHODS,
+    MODES,
+    QUANTIZE,
+    READ_POSITIONS,
+    SCALES,
+    STUDY_LAYER_OPTIONS,
+    STUDY_STRENGTHS,
+    SWEEP_LAYER_OPTIONS,
+    SWEEP_STRENGTHS,
+    check_layer_spec,
+    default_lang,
+    format_layers,
+    parse_layer_options,
+    parse_strengths,
+    resolve_setting,
+)
+from .tables import layer_table
 
 
 def _progress_bar(desc: str):
@@ -28,44 +52,17 @@ def _progress_bar(desc: str):
     return update
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-STAT_COLUMNS = [
-    ("pc1_explained_variance", "pc1_var"),
-    ("cos_mean_diff", "cos_mean"),
-    ("mean_diff_norm", "mean_norm"),
-    ("residual_norm", "resid_norm"),
-    ("heldout_accuracy", "ho_acc"),
-    ("heldout_auc", "ho_auc"),
-]
-
-
-def layer_table(stats: dict[int, dict], suggested: int | None = None) -> str:
-    """Per-layer stats as an aligned text table (the suggested layer marked with *)."""
-    header = ["layer"] + [short for _, short in STAT_COLUMNS]
-    rows = [header]
-    for layer in sorted(stats):
-        mark = "*" if layer == suggested else ""
-        rows.append([f"{layer}{mark}"] + [_fmt(stats[layer].get(key)) for key, _ in STAT_COLUMNS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
-
-
 def cmd_extract(args) -> int:
     from .data import load_dataset
     from .models import load_model
     from .pipeline import extract_and_save
-    from .vectors import save_preflight
+    from .vector_files import save_preflight
 
     # Refuse a bad --out or dataset now, not after loading the model and capturing every pair.
     if args.max_pairs is not None and args.max_pairs < 1:
         raise ValueError(f"--max-pairs must be at least 1, got {args.max_pairs}")
+    if args.layers is not None:
+        check_layer_spec(args.layers, "--layers")
     save_preflight(args.out, overwrite=args.overwrite)
     load_dataset(args.data, contrast=args.contrast, max_entries=args.max_pairs)  # reads only what will be used
     t0 = time.perf_counter()
@@ -92,24 +89,23 @@ def cmd_extract(args) -> int:
             json.dumps(
                 {
                     "out": str(args.out),
-                    "meta": vector.meta,
+                    "meta": vector.meta.to_dict(),
                     "layers": {str(k): v for k, v in vector.stats.items()},
                     "timings": timings,
                 }
             )
         )
     else:
-        print(layer_table(vector.stats, vector.meta.get("suggested_layer")))
+        print(layer_table(vector.stats, vector.meta.suggested_layer))
         print(
             f"saved {args.out} (+ {Path(args.out).with_suffix('.json').name}); "
-            f"suggested layer {vector.meta.get('suggested_layer')}; "
-            + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
+            f"suggested layer {vector.meta.suggested_layer}; " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
         )
     return 0
 
 
 def cmd_info(args) -> int:
-    from .vectors import load_vector
+    from .vector_files import load_vector
 
     vector = load_vector(args.vector)
     if args.json:
@@ -119,7 +115,7 @@ def cmd_info(args) -> int:
                     "path": str(vector.path),
                     "layers": vector.layers,
                     "hidden_size": vector.hidden_size,
-                    "meta": vector.meta,
+                    "meta": vector.meta.to_dict(),
                     "stats": {str(k): v for k, v in vector.stats.items()},
                 },
                 ensure_ascii=False,
@@ -134,15 +130,27 @@ def cmd_info(args) -> int:
         print("no sidecar .json: a bare reference-style vector (no method, dataset or per-layer stats recorded)")
         print("norms: " + ", ".join(f"{k}:{float(v.norm()):.3f}" for k, v in vector.directions.items()))
         return 0
-    for key in ("model", "method", "position", "contrast", "dataset", "pairs", "created", "recommended"):
-        if key in vector.meta:
-            print(f"{key:>12}: {vector.meta[key]}")
-    print(layer_table(vector.stats, vector.meta.get("suggested_layer")))
+    meta = vector.meta
+    shown = {
+        "model": meta.model,
+        "method": meta.method,
+        "position": meta.position,
+        "contrast": meta.contrast,
+        "dataset": meta.dataset,
+        "pairs": meta.pairs,
+        "created": meta.created,
+        "recommended": meta.recommended.to_dict() if meta.recommended else None,
+    }
+    for key, value in shown.items():
+        if value is not None:
+            print(f"{key:>12}: {value}")
+    print(layer_table(vector.stats, meta.suggested_layer))
     return 0
 
 
 def cmd_data_stats(args) -> int:
-    from .data import dataset_stats, format_stats_table, load_dataset
+    from .data import load_dataset
+    from .datastats import dataset_stats, format_stats_table
 
     stats = dataset_stats(load_dataset(args.file))
     print(json.dumps(stats, ensure_ascii=False) if args.json else format_stats_table(stats))
@@ -192,18 +200,27 @@ def cmd_generate(args) -> int:
     from .generate import GenerationSettings
     from .models import load_model
     from .steer import Steering
-    from .vectors import load_vector
+    from .vector_files import load_vector
+    from .vectors import check_fits
 
     if not (args.prompt or "").strip() and not args.prompts:  # refused before any model is loaded
         raise ValueError("empty prompt: give a prompt, or --prompts FILE")
     vector = load_vector(args.vector)
-    rec = vector.meta.get("recommended", {})
-    layers = args.layers or rec.get("layers")
-    strength = args.strength if args.strength is not None else rec.get("strength", 1.0)
-    scale = args.scale or rec.get("scale", "calibrated")
-    penalty = args.repetition_penalty if args.repetition_penalty is not None else rec.get("repetition_penalty", 1.0)
+    setting = resolve_setting(
+        vector,
+        args.layers,
+        args.strength,
+        args.scale,
+        args.mode,
+        args.apply_to,
+        args.repetition_penalty,
+        cli=True,
+    )
+    check_layer_spec(setting.layers, "--layers")  # a typo fails before the model loads
+    strength, penalty = setting.strength, setting.repetition_penalty
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
-    steering = Steering(vector, layers, strength, scale, args.position)
+    check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)  # "made for another model" comes first
+    steering = Steering(vector, setting.layers, strength, setting.scale, apply_to=setting.apply_to, mode=setting.mode)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -219,8 +236,9 @@ def cmd_generate(args) -> int:
         "vector": str(args.vector),
         "layers": steering.layer_list(loaded.num_layers),
         "strength": strength,
-        "scale": scale,
-        "position": args.position,
+        "scale": setting.scale,
+        "apply_to": setting.apply_to,
+        "mode": setting.mode,
         **settings.__dict__,
     }
     for prompt in prompts:
@@ -237,7 +255,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .interop import export_vector, read_vector
+    from .interop import read_vector
+    from .vector_files import export_vector
 
     out = export_vector(args.vector, args.format, args.out, overwrite=args.overwrite, model_hint=args.model_hint)
     directions, meta, stats = read_vector(out)  # read back what was written: the file is loadable
@@ -278,14 +297,16 @@ def cmd_export(args) -> int:
 def cmd_sweep(args) -> int:
     from .data import load_prompts
     from .evaluate import cells_table, recommend, sweep
+    from .metadata import Recommended
     from .models import load_model
-    from .vectors import load_vector, save_vector
+    from .vector_files import load_vector, save_vector
 
+    options = parse_layer_options(args.layers, "--layers")
+    given = args.strengths if args.strengths is not None else SWEEP_STRENGTHS[args.scale]  # '' is an error
+    strengths = parse_strengths(given, "--strengths")
     vector = load_vector(args.vector)
-    lang = vector.meta.get("lang", "en")
+    lang = default_lang(vector.meta.lang, args.model)
     prompts = load_prompts(args.prompts or lang)[: args.max_prompts]
-    options = [o for o in args.layers.replace(";", " ").split() if o]
-    strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
     loaded = load_model(args.model)
     cells = sweep(
         loaded,
@@ -295,7 +316,7 @@ def cmd_sweep(args) -> int:
         strengths,
         lang,
         args.scale,
-        args.position,
+        args.apply_to,
         args.max_new_tokens,
         args.system,
         progress=None if args.json else _progress_bar("sweep"),
@@ -303,12 +324,13 @@ def cmd_sweep(args) -> int:
     )
     best = recommend(cells)
     rec = (
-        {
-            "layers": best.layers,
-            "strength": best.strength,
-            "scale": args.scale,
-            "repetition_penalty": args.repetition_penalty,
-        }
+        Recommended(
+            layers=format_layers(best.layers),
+            strength=best.strength,
+            scale=args.scale,
+            apply_to=args.apply_to,
+            repetition_penalty=args.repetition_penalty,
+        )
         if best
         else None
     )
@@ -318,37 +340,43 @@ def cmd_sweep(args) -> int:
         for path in write_report(cells, args.report, f"sweep_{vector.name}", f"Sweep: {vector.name}"):
             print(f"wrote {path}", file=sys.stderr)
     if args.recommend and rec and vector.path and vector.path.suffix == ".pt":
-        vector.meta["recommended"] = rec
+        vector.meta.recommended = rec
         save_vector(vector, vector.path, overwrite=True)
+    rec_dict = rec.to_dict() if rec else None
     if args.json:
-        print(json.dumps({"cells": cells_table(cells), "recommended": rec}, ensure_ascii=False))
+        print(json.dumps({"cells": cells_table(cells), "recommended": rec_dict}, ensure_ascii=False))
     else:
         for row in cells_table(cells):
             print(
                 f"layers {row['layers']:>6}  strength {row['strength']:5g}  style {row['style']:6.2f}  "
                 f"markers {row['marker_share']:4.0%}  broken {row['broken_share']:4.0%}"
             )
-        print(f"recommended: {rec}")
+        print(f"recommended: {rec_dict}")
     return 0
 
 
 def cmd_compare(args) -> int:
     from .compare import run_study, save_study, study_markdown
+    from .metadata import Recommended
     from .models import load_model
     from .report import write_report
-    from .vectors import save_vector
+    from .vector_files import save_vector
 
+    options = parse_layer_options(args.layers, "--layers")  # a typo fails before the model loads
+    strengths = parse_strengths(args.strengths, "--strengths")
     loaded = load_model(args.model)
     command = f"python -m steering compare {' '.join(sys.argv[2:])}"
     for lang in args.lang:
         kwargs = (
-            {"methods": ["mean_diff"], "contrasts": ["gyaru-vs-standard"], "positions": ["mean"]} if args.quick else {}
+            {"methods": [METHODS[0]], "contrasts": [CONTRASTS[0]], "positions": [DEFAULT_READ_POSITION]}
+            if args.quick
+            else {}
         )
         study = run_study(
             loaded,
             lang,
-            args.layers.split(),
-            [float(x) for x in args.strengths.split(",")],
+            options,
+            strengths,
             args.dev,
             args.test,
             args.max_new_tokens,
@@ -359,7 +387,8 @@ def cmd_compare(args) -> int:
         save_study(study, args.report)
         section = study_markdown(study, loaded.name) + f"\nMeasured with `{command}`.\n"
         if study.best_vector is not None:
-            best_key = "/".join(study.best_vector.meta[k] for k in ("method", "contrast", "position"))
+            best = study.best_vector.meta
+            best_key = f"{best.method}/{best.contrast}/{best.position}"
             stem = f"sweep_{lang}"
             write_report(study.sweeps[best_key], args.report, stem, f"Dev sweep of the best vector ({best_key})")
             section += (
@@ -367,7 +396,7 @@ def cmd_compare(args) -> int:
                 f"![style]({stem}_style.png) ![broken]({stem}_broken_share.png)\n"
             )
             if args.ship:
-                study.best_vector.meta["recommended"] = study.best_setting
+                study.best_vector.meta.recommended = Recommended.from_dict(study.best_setting)
                 name = "gal_en" if lang == "en" else f"gyaru_{lang}"
                 out = Path(args.ship) / f"{loaded.name.lower()}_{name}.pt"
                 save_vector(study.best_vector, out, overwrite=True)
@@ -397,20 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="extract a vector from a pairs dataset and save it")
     p.add_argument("--model", default="bundled", help="bundled, a hub id, a local folder or a .gguf file")
     p.add_argument("--data", default="en", help="dataset file, or ja / en for the bundled sets")
-    p.add_argument("--contrast", default="gyaru-vs-standard", choices=["gyaru-vs-standard", "gyaru-vs-casual"])
+    p.add_argument("--contrast", default=CONTRASTS[0], choices=CONTRASTS)
     p.add_argument("--layers", default=None, help="e.g. 8-20, 3,5,7 or -8--1 (default: the middle half)")
-    p.add_argument("--method", default="mean_diff", choices=["mean_diff", "pca_diff", "pca_center"])
+    p.add_argument("--method", default=METHODS[0], choices=METHODS)
     p.add_argument(
         "--position",
-        default="mean",
-        choices=["last", "mean"],
+        default=DEFAULT_READ_POSITION,
+        choices=READ_POSITIONS,
         help="mean over the reply tokens (default: worked best, docs/evaluation.md) or its last token",
     )
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--heldout", type=float, default=0.2, help="share of pairs held out for accuracy/AUC")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--quantize", default=None, choices=["4bit"])
+    p.add_argument("--quantize", default=None, choices=QUANTIZE)
     p.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16 (default: float32 on CPU)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--overwrite", action="store_true")
@@ -437,10 +466,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, help="file with one prompt per line (or JSONL with a prompt field)")
     p.add_argument("--model", default="bundled")
     p.add_argument("--vector", required=True, type=Path)
-    p.add_argument("--layers", default=None, help="e.g. 10-14 (default: the vector's recommended layers)")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="e.g. 10-14 (default: the vector's recommended layers, else its suggested layer ±2)",
+    )
     p.add_argument("--strength", type=float, default=None, help="negative steers away from gyaru")
-    p.add_argument("--scale", default=None, choices=["calibrated", "raw"])
-    p.add_argument("--position", default="all", choices=["all", "generated", "last"])
+    p.add_argument("--scale", default=None, choices=SCALES, help="default: the vector's recommended scale")
+    p.add_argument("--mode", default=None, choices=MODES, help="default: the vector's recommended mode, else add")
+    p.add_argument(
+        "--apply-to",
+        "--position",
+        dest="apply_to",
+        default=None,
+        choices=APPLY_TO,
+        help=f"where the push applies (--position: the old name); default: the vector's recommended, else "
+        f"{DEFAULT_APPLY_TO}",
+    )
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -450,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system", default=None, help="system prompt (default: the model template's own)")
-    p.add_argument("--quantize", default=None, choices=["4bit"])
+    p.add_argument("--quantize", default=None, choices=QUANTIZE)
     p.add_argument("--dtype", default=None)
     p.add_argument("--compare", action="store_true", help="print plain and steered side by side")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
@@ -458,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a vector as a llama.cpp control vector (.gguf) or .safetensors")
     p.add_argument("vector", type=Path, help="vector file (.pt with its .json, .safetensors or .gguf)")
-    p.add_argument("--format", required=True, choices=["gguf", "safetensors"])
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", required=True, type=Path, help="output file (.gguf or .safetensors to match --format)")
     p.add_argument(
         "--model-hint",
@@ -475,11 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, help="prompt file (default: the vector's language set)")
     p.add_argument("--max-prompts", type=int, default=16)
     p.add_argument(
-        "--layers", default="6-10 10-14 14-18", help="layer options separated by spaces or ';', e.g. '8 4-8 8-12'"
+        "--layers",
+        default=SWEEP_LAYER_OPTIONS,
+        help="layer options separated by spaces or ';', each a spec like 8-12, 3,5,7 or -8--1",
     )
-    p.add_argument("--strengths", default="0,1,2,3,4", help="comma-separated, e.g. 0,1,2,4")
-    p.add_argument("--scale", default="calibrated", choices=["calibrated", "raw"])
-    p.add_argument("--position", default="all", choices=["all", "generated", "last"])
+    p.add_argument(
+        "--strengths",
+        default=None,
+        help=f"comma-separated, e.g. 0,1,2,4 (default: {SWEEP_STRENGTHS['calibrated']} calibrated, "
+        f"{SWEEP_STRENGTHS['raw']} raw)",
+    )
+    p.add_argument("--scale", default=SCALES[0], choices=SCALES)
+    p.add_argument("--apply-to", "--position", dest="apply_to", default=DEFAULT_APPLY_TO, choices=APPLY_TO)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--system", default=None, help="system prompt (e.g. a 'talk like a gal' baseline)")
     p.add_argument("--repetition-penalty", type=float, default=1.3)
@@ -489,9 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("compare", help="the evaluation study: methods x contrasts x positions vs baselines")
     p.add_argument("--model", default="bundled")
-    p.add_argument("--lang", nargs="+", default=["en"], choices=["en", "ja"])
-    p.add_argument("--layers", default="4-8 8-12 12-16 16-20")
-    p.add_argument("--strengths", default="1,2,3,4,6")
+    p.add_argument("--lang", nargs="+", default=["en"], choices=LANGS)
+    p.add_argument("--layers", default=STUDY_LAYER_OPTIONS, help="layer options separated by spaces or ';'")
+    p.add_argument("--strengths", default=STUDY_STRENGTHS, help="comma-separated (0 is always added)")
     p.add_argument("--dev", type=int, default=12, help="prompts used to choose settings")
     p.add_argument("--test", type=int, default=32, help="other prompts every reported number comes from")
     p.add_argument("--max-new-tokens", type=int, default=40)

@@ -18,9 +18,11 @@ from pathlib import Path
 
 from .data import BUNDLED, load_prompts
 from .evaluate import SweepCell, perplexity, recommend, summarize, sweep
+from .files import atomic_write_text
 from .generate import GenerationSettings, generate_rows
 from .models import LoadedModel
 from .pipeline import extract_from_dataset
+from .settings import parse_layers
 from .steer import Steering
 from .vectors import SteeringVector
 
@@ -88,9 +90,7 @@ def run_study(
         max_new_tokens,
         repetition_penalty,
     )
-    layers_needed = sorted(
-        {x for opt in layer_options for x in range(int(opt.split("-")[0]), int(opt.split("-")[-1]) + 1)}
-    )
+    layers_needed = sorted({x for opt in layer_options for x in parse_layers(opt, loaded.num_layers)})
     best_score = None
     for method, contrast, position in itertools.product(methods, contrasts, positions):
         t0 = time.perf_counter()
@@ -285,7 +285,8 @@ def study_markdown(study: Study, model_name: str) -> str:
 def save_study(study: Study, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"evaluation_{study.lang}.json"
-    path.write_text(
+    atomic_write_text(
+        path,
         json.dumps(
             {
                 "rows": study.rows,
@@ -296,6 +297,5 @@ def save_study(study: Study, out_dir: Path) -> Path:
             ensure_ascii=False,
             indent=1,
         ),
-        encoding="utf-8",
     )
     return path

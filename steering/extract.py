@@ -17,9 +17,8 @@ import torch
 
 from .capture import Capture, capture
 from .data import split
-from .models import LoadedModel, parse_layers
-
-METHODS = ("mean_diff", "pca_diff", "pca_center")
+from .models import LoadedModel
+from .settings import METHODS, parse_layers
 
 
 def direction_from_diffs(diffs: np.ndarray, method: str) -> np.ndarray:
@@ -74,9 +73,12 @@ def layer_stats(
         "cos_mean_diff": float(mean @ direction / mean_norm) if mean_norm > 0 else 0.0,
         "residual_norm": float(residual_norm),
     }
+    tpos, tneg = (np.asarray(x, dtype=np.float64) @ direction for x in train)
+    # Where each side sits along the direction: the clamp steering mode sets hidden states relative to these.
+    stats["gyaru_projection"] = float(tpos.mean())
+    stats["baseline_projection"] = float(tneg.mean())
     if heldout is not None and len(heldout[0]) > 0:
         pos, neg = (np.asarray(x, dtype=np.float64) @ direction for x in heldout)
-        tpos, tneg = (np.asarray(x, dtype=np.float64) @ direction for x in train)
         threshold = (tpos.mean() + tneg.mean()) / 2
         correct = (pos > threshold).sum() + (neg <= threshold).sum()
         stats["heldout_accuracy"] = float(correct / (len(pos) + len(neg)))

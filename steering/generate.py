@@ -78,7 +78,7 @@ def _steerings(steering: Steering | None, strengths: Sequence[float]) -> list[St
         if any(s != 0 for s in strengths):
             raise ValueError("non-zero strengths need a vector to steer with")
         return []
-    return [Steering(steering.vector, steering.layers, list(strengths), steering.scale, steering.position)]
+    return [steering.with_strengths(list(strengths))]
 
 
 def _batch_inputs(loaded: LoadedModel, prompts: Sequence[PreparedPrompt]) -> dict:
@@ -140,6 +140,7 @@ class BatchResult:
     token_counts: list[int]
     seconds: float
     notice: str | None = None
+    token_ids: list[list[int]] | None = None  # each row's generated ids (a judge can cut replies by tokens)
 
 
 def generate_rows(
@@ -158,7 +159,7 @@ def generate_rows(
     rows = [_row_ids(loaded, r) for r in out[:, inputs["input_ids"].shape[1] :]]
     texts = [loaded.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
     notice = next((p.notice for p in prompts if p.notice), None)
-    return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, notice)
+    return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, notice, rows)
 
 
 def generate_batch(

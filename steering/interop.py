@@ -49,21 +49,25 @@ import json
 import math
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .vectors import SteeringVector, VectorFileError, _json_safe, load_vector, validate_directions
+from .files import atomic_write
+from .metadata import MetadataError, VectorMeta
+from .model_hints import model_hint_for
+from .settings import EXPORT_FORMATS
+from .vectors import SteeringVector, VectorFileError, json_safe, validate_directions
 
-FORMATS = {"gguf": ".gguf", "safetensors": ".safetensors"}
+FORMATS = {fmt: f".{fmt}" for fmt in EXPORT_FORMATS}  # export format -> file suffix
 ARCH = "controlvector"
 SCALE_KEY = "steering.scale"
 META_KEY = "steering.meta"
 SCALE_MEAN_DIFF = "mean_diff"  # stored tensor = unit direction × mean_diff_norm
 SCALE_UNIT = "unit"  # stored tensor = unit direction
 SCALES = (SCALE_MEAN_DIFF, SCALE_UNIT)
-DEFAULT_MODEL_HINT = "llama"
 
 _GGUF_NAME = re.compile(r"direction\.(\d+)")
 _ST_NAME = re.compile(r"(?:layer\.|direction\.)?(\d+)")
@@ -72,18 +76,7 @@ _ST_NAME = re.compile(r"(?:layer\.|direction\.)?(\d+)")
 # --------------------------------------------------------------------------------------------------- reading
 
 
-def read_directions(path: str | Path) -> dict[int, torch.Tensor]:
-    """Unit directions {layer: float32 tensor} from a .gguf control vector or a .safetensors file."""
-    return read_vector(path)[0]
-
-
-def read_meta(path: str | Path) -> tuple[dict, dict[int, dict]]:
-    """(meta, per-layer stats) stored in a .gguf (KV steering.meta) or .safetensors (metadata "steering")."""
-    _, meta, stats = read_vector(path)
-    return meta, stats
-
-
-def read_vector(path: str | Path) -> tuple[dict[int, torch.Tensor], dict, dict[int, dict]]:
+def read_vector(path: str | Path) -> tuple[dict[int, torch.Tensor], VectorMeta, dict[int, dict]]:
     """(unit directions, meta, stats) from a .gguf or .safetensors vector file."""
     path = Path(path)
     if not path.is_file():
@@ -206,7 +199,7 @@ def _read_safetensors(path: Path):
     return raw, metadata.get(SCALE_KEY), metadata.get("steering"), {"source_format": "safetensors"}
 
 
-def _parse_sidecar(path: Path, sidecar) -> tuple[dict, dict[int, dict]] | None:
+def _parse_sidecar(path: Path, sidecar) -> tuple[VectorMeta, dict[int, dict]] | None:
     if not isinstance(sidecar, str):
         return None
     try:
@@ -218,7 +211,10 @@ def _parse_sidecar(path: Path, sidecar) -> tuple[dict, dict[int, dict]] | None:
     except (ValueError, TypeError, AttributeError) as exc:
         warnings.warn(f"{path}: the embedded steering metadata is not valid ({exc}); loading without it", stacklevel=4)
         return None
-    return data, stats
+    try:  # well-formed JSON with a wrong-typed value: refused like a .pt sidecar's
+        return VectorMeta.from_dict(data), stats
+    except MetadataError as exc:
+        raise VectorFileError(f"{path}: embedded steering metadata: {exc}") from None
 
 
 def _finish(path: Path, raw: dict, scale, sidecar, extra: dict):
@@ -229,7 +225,7 @@ def _finish(path: Path, raw: dict, scale, sidecar, extra: dict):
     if scale is not None and scale not in SCALES:
         warnings.warn(f"{path}: unknown {SCALE_KEY} {scale!r}; treating the file as a foreign vector", stacklevel=4)
         scale = None
-    meta, stats = parsed if parsed is not None else (dict(extra), {})
+    meta, stats = parsed if parsed is not None else (VectorMeta.from_dict(extra), {})
     out: dict[int, torch.Tensor] = {}
     for layer, vec in directions.items():
         norm = float(vec.norm())
@@ -251,12 +247,12 @@ def _finish(path: Path, raw: dict, scale, sidecar, extra: dict):
 
 
 def _sidecar_json(vector: SteeringVector, **extra) -> str:
-    meta = {**vector.meta, **extra}
-    meta.pop("layers", None)
-    return json.dumps(_json_safe({**meta, "layers": vector.stats}), ensure_ascii=False)
+    meta = replace(vector.meta, **extra)
+    return json.dumps(json_safe({**meta.to_dict(), "layers": vector.stats}), ensure_ascii=False)
 
 
-def _out_path(path: str | Path, fmt: str, overwrite: bool) -> Path:
+def check_export_path(path: str | Path, fmt: str, overwrite: bool) -> Path:
+    """Refuse an export path with the wrong suffix, an existing file (unless overwrite) or a folder; makes its parent."""
     path = Path(path)
     if path.suffix.lower() != FORMATS[fmt]:
         raise VectorFileError(f"{path}: a {fmt} file must end in {FORMATS[fmt]} (load_vector goes by the suffix)")
@@ -292,7 +288,7 @@ def export_gguf(
     """
     from gguf import GGUFWriter
 
-    path = _out_path(path, "gguf", overwrite)
+    path = check_export_path(path, "gguf", overwrite)
     validate_directions(vector.directions, str(vector.path or vector.name))  # NaN/inf: refuse, write nothing
     layers = [layer for layer in vector.layers if layer != 0]
     extra = {}
@@ -308,8 +304,8 @@ def export_gguf(
         extra["gguf_dropped_layers"] = [0]
     scale = SCALE_MEAN_DIFF if _calibrated(vector, layers) else SCALE_UNIT
     hint = model_hint or model_hint_for(vector.meta)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         writer = GGUFWriter(tmp, ARCH)
         writer.add_name(vector.name)
         writer.add_string(f"{ARCH}.model_hint", hint)
@@ -325,17 +321,15 @@ def export_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, write)
 
 
 def export_safetensors(vector: SteeringVector, path: str | Path, overwrite: bool = False) -> Path:
     """Write keys "layer.N" (the float32 directions exactly as held) with the JSON sidecar as metadata "steering"."""
     from safetensors.torch import save_file
 
-    path = _out_path(path, "safetensors", overwrite)
+    path = check_export_path(path, "safetensors", overwrite)
     validate_directions(vector.directions, str(vector.path or vector.name))  # NaN/inf: refuse, write nothing
     # clone(): layers may share one tensor (e.g. a hand-made {layer: v for layer in ...} .pt), which save_file refuses
     tensors = {
@@ -343,83 +337,4 @@ def export_safetensors(vector: SteeringVector, path: str | Path, overwrite: bool
         for layer in vector.layers
     }
     metadata = {"format": "pt", "steering": _sidecar_json(vector), SCALE_KEY: SCALE_UNIT}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def export_vector(
-    src_path: str | Path,
-    fmt: str,
-    out_path: str | Path | None = None,
-    overwrite: bool = False,
-    model_hint: str | None = None,
-) -> Path:
-    """Convert a vector file (.pt, .safetensors or .gguf) to `fmt` ("gguf" or "safetensors") at out_path.
-
-    out_path defaults to the source path with the format's suffix; an existing file is refused unless
-    overwrite=True.
-    """
-    if fmt not in FORMATS:
-        raise VectorFileError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    src_path = Path(src_path)
-    out_path = Path(out_path) if out_path is not None else src_path.with_suffix(FORMATS[fmt])
-    _out_path(out_path, fmt, overwrite)  # refuse before loading anything
-    vector = load_vector(src_path)
-    if fmt == "gguf":
-        return export_gguf(vector, out_path, model_hint=model_hint, overwrite=overwrite)
-    return export_safetensors(vector, out_path, overwrite=overwrite)
-
-
-# --------------------------------------------------------------------------------------------- model hints
-
-
-def _model_type_from_config(config: Path) -> str | None:
-    try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and value else None
-
-
-def model_hint_for(meta: dict) -> str:
-    """llama.cpp's controlvector.model_hint for a vector's meta, without loading any model.
-
-    meta["model_type"] / meta["model_hint"] when present; else the model's config.json model_type when it is on
-    disk (bundled cache, a local folder, the HF cache) or a .gguf model's general.architecture; else "llama".
-    """
-    for key in ("model_type", "model_hint"):
-        if isinstance(meta.get(key), str) and meta[key]:
-            return meta[key]
-    spec = meta.get("model")
-    hint = None
-    if isinstance(spec, str) and spec:
-        try:
-            hint = _hint_for_spec(spec)
-        except Exception:  # noqa: BLE001 - a hint is never worth failing an export for
-            hint = None
-    return hint or DEFAULT_MODEL_HINT
-
-
-def _hint_for_spec(spec: str) -> str | None:
-    if spec == "bundled":
-        from .bundled import FOLDER_NAME, cache_dir
-
-        return _model_type_from_config(cache_dir() / FOLDER_NAME / "config.json") or "llama"  # SmolLM2: llama
-    path = Path(spec).expanduser()
-    if path.suffix.lower() == ".gguf" and path.is_file():
-        from gguf import GGUFReader
-
-        field = GGUFReader(path).fields.get("general.architecture")
-        value = field.contents() if field is not None else None
-        return value if isinstance(value, str) and value else None
-    if path.is_dir():
-        return _model_type_from_config(path / "config.json")
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(spec, "config.json")
-    return _model_type_from_config(Path(cached)) if isinstance(cached, str) else None
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from .data import contrast_pairs, load_dataset
 from .extract import extract, suggest_layer
+from .metadata import VectorMeta
 from .models import LoadedModel
-from .vectors import SteeringVector, save_vector
+from .vector_files import save_vector
+from .vectors import SteeringVector
 
 
 def extract_from_dataset(
@@ -46,23 +48,23 @@ def extract_from_dataset(
         batch_size=batch_size,
         progress=progress,
     )
-    meta = {
-        "model": loaded.spec,
-        "model_name": loaded.name,
-        "hidden_size": loaded.hidden_size,
-        "num_layers": loaded.num_layers,
-        "method": method,
-        "position": position,
-        "contrast": contrast,
-        "dataset": dataset.name,
-        "dataset_sha256": dataset.sha256,
-        "lang": dataset.lang,
-        "pairs": len(pairs),
-        "heldout_fraction": heldout_fraction,
-        "seed": seed,
-        "suggested_layer": suggest_layer(result.stats, loaded.num_layers),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = VectorMeta(
+        model=loaded.spec,
+        model_name=loaded.name,
+        hidden_size=loaded.hidden_size,
+        num_layers=loaded.num_layers,
+        method=method,
+        position=position,
+        contrast=contrast,
+        dataset=dataset.name,
+        dataset_sha256=dataset.sha256,
+        lang=dataset.lang,
+        pairs=len(pairs),
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+        suggested_layer=suggest_layer(result.stats, loaded.num_layers),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     return SteeringVector(result.directions, meta, result.stats), result.timings
 
 

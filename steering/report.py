@@ -1,4 +1,4 @@
-"""Sweep reports: heatmaps (plotly), CSV/JSON tables and a markdown summary."""
+"""Sweep reports: heatmaps (drawn by steering.plots), CSV/JSON tables and a markdown summary."""
 
 from __future__ import annotations
 
@@ -7,69 +7,20 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .evaluate import SweepCell, cells_table, layers_label, recommend
+from .files import atomic_write, atomic_write_text
+from .plots import METRICS, heatmap  # noqa: F401 - re-exported: report.heatmap is public
+from .sweep import MAX_BROKEN, MAX_PERPLEXITY_RATIO, SweepCell, cells_table, recommend
 
-METRICS = {
-    "style": "Style score (markers / 100 chars)",
-    "broken_share": "Broken share",
-    "marker_share": "Share of replies with a marker",
-}
-
-
-def heatmap(cells: Sequence[SweepCell], metric: str = "style"):
-    """A layers × strength heatmap of one metric; the recommended cell is outlined."""
-    import plotly.graph_objects as go
-
-    rows = cells_table(cells)
-    layers = list(dict.fromkeys(r["layers"] for r in rows))
-    strengths = sorted({r["strength"] for r in rows})
-    z = [
-        [next((r[metric] for r in rows if r["layers"] == lay and r["strength"] == s), None) for s in strengths]
-        for lay in layers
-    ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=[f"{s:g}" for s in strengths],
-            y=layers,
-            colorscale="RdPu" if metric != "broken_share" else "Greys",
-            text=[[f"{v:.2f}" if v is not None else "" for v in row] for row in z],
-            texttemplate="%{text}",
-            hovertemplate="layers %{y}<br>strength %{x}<br>%{z:.3f}<extra></extra>",
-        )
-    )
-    best = recommend(cells)
-    if best is not None:
-        label = layers_label(best.layers)
-        fig.add_shape(
-            type="rect",
-            x0=strengths.index(best.strength) - 0.5,
-            x1=strengths.index(best.strength) + 0.5,
-            y0=layers.index(label) - 0.5,
-            y1=layers.index(label) + 0.5,
-            line=dict(color="#00a884", width=3),
-        )
-    fig.update_layout(
-        title=METRICS.get(metric, metric),
-        xaxis_title="strength",
-        yaxis_title="layers",
-        height=380,
-        margin=dict(l=60, r=20, t=50, b=50),
-        yaxis_type="category",
-        xaxis_type="category",
-    )
-    return fig
+HEATMAPS = ("marker_share", "broken_share")
 
 
 def write_table(cells: Sequence[SweepCell], out_dir: Path, stem: str) -> list[Path]:
     rows = cells_table(cells)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    json_path.write_text(
+    atomic_write(csv_path, lambda tmp: _write_csv(tmp, rows))
+    atomic_write_text(
+        json_path,
         json.dumps(
             {
                 "cells": rows,
@@ -78,22 +29,30 @@ def write_table(cells: Sequence[SweepCell], out_dir: Path, stem: str) -> list[Pa
             ensure_ascii=False,
             indent=1,
         ),
-        encoding="utf-8",
     )
     return [csv_path, json_path]
 
 
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_heatmaps(cells: Sequence[SweepCell], out_dir: Path, stem: str, png: bool = True) -> list[Path]:
     paths = []
-    for metric in ("style", "broken_share"):
+    for metric in HEATMAPS:
         fig = heatmap(cells, metric)
         html = out_dir / f"{stem}_{metric}.html"
-        fig.write_html(html, include_plotlyjs=True, full_html=True)  # self-contained: no CDN
+        atomic_write(html, lambda tmp, fig=fig: fig.write_html(tmp, include_plotlyjs=True, full_html=True))  # no CDN
         paths.append(html)
         if png:
             try:
-                fig.write_image(out_dir / f"{stem}_{metric}.png", width=700, height=380)
-                paths.append(out_dir / f"{stem}_{metric}.png")
+                png_path = out_dir / f"{stem}_{metric}.png"
+                # format named: the temporary's .tmp suffix says nothing about it
+                atomic_write(png_path, lambda tmp, fig=fig: fig.write_image(tmp, format="png", width=700, height=380))
+                paths.append(png_path)
             except Exception as exc:  # noqa: BLE001 - kaleido needs a Chromium; the HTML is enough without it
                 print(f"[steering] PNG export skipped ({type(exc).__name__}: {exc})")
     return paths
@@ -103,35 +62,40 @@ def summary_markdown(cells: Sequence[SweepCell], title: str, stem: str) -> str:
     rows = cells_table(cells)
     best = recommend(cells)
     lines = [f"## {title}", ""]
+    limits = f"broken ≤ {MAX_BROKEN:.0%}, perplexity ≤ {MAX_PERPLEXITY_RATIO:g}× plain"
     if best:
         lines.append(
-            f"Recommended (highest style with broken share ≤ 5 %): layers {best.layers[0]}–{best.layers[-1]}, "
-            f"strength {best.strength:g} — style {best.summary['style']:.2f}, "
-            f"marker share {best.summary['marker_share']:.0%}, broken {best.summary['broken_share']:.0%}."
+            f"Recommended (highest marker share with {limits}): {best.setting.label()} — markers "
+            f"{best.summary['marker_share']:.0%}, broken {best.summary['broken_share']:.0%}, perplexity "
+            f"{best.summary['perplexity_ratio']:.2f}× plain."
         )
     else:
-        lines.append("No setting kept the broken share at or under 5 %.")
+        lines.append(f"No setting was more gal than plain with {limits}.")
     lines += [
         "",
-        f"![style]({stem}_style.png) ![broken]({stem}_broken_share.png)",
+        " ".join(f"![{m}]({stem}_{m}.png)" for m in HEATMAPS),
         "",
-        "| layers | strength | style | marker share | broken share | distinct-2 |",
-        "|---|---|---|---|---|---|",
+        "| layers | strength | markers | gal & readable | broken | onset (tokens) | ppl × plain |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['layers']} | {r['strength']:g} | {r['style']:.2f} | {r['marker_share']:.0%} | "
-        f"{r['broken_share']:.0%} | {r['distinct_2']:.2f} |"
+        f"| {r['layers']} | {r['strength']:g} | {r['marker_share']:.0%} | {r['gal_readable_share']:.0%} | "
+        f"{r['broken_share']:.0%} | {_num(r['median_onset'], 0)} | {_num(r['perplexity_ratio'], 2)} |"
         for r in rows
     ]
     return "\n".join(lines) + "\n"
 
 
+def _num(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def write_report(
     cells: Sequence[SweepCell], out_dir: str | Path, stem: str, title: str, png: bool = True
 ) -> list[Path]:
-    """CSV + JSON table, style and broken-share heatmaps (HTML, PNG) and a markdown summary."""
+    """CSV + JSON table, marker- and broken-share heatmaps (HTML, PNG) and a markdown summary."""
     out_dir = Path(out_dir)
     paths = write_table(cells, out_dir, stem) + write_heatmaps(cells, out_dir, stem, png)
     md = out_dir / f"{stem}.md"
-    md.write_text(summary_markdown(cells, title, stem), encoding="utf-8")
+    atomic_write_text(md, summary_markdown(cells, title, stem))
     return paths + [md]

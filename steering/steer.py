@@ -8,7 +8,15 @@ Strength scales:
     raw                   unit direction × strength at every steered layer (the reference's numbers).
 Negative strengths steer away from gyaru.
 
-Positions:
+Modes (how the push changes a hidden state h at a steered position):
+    add              h + strength × push — the reference's behaviour. The push compounds token after token.
+    norm_preserving  the same add, then h is rescaled to its original norm, so the push cannot inflate the
+                     residual stream (what makes long replies fall apart under `add`).
+    clamp            the component of h along the direction is *set* to a target: the baseline (standard or
+                     casual) side's mean projection plus strength × the gyaru-minus-baseline gap (both recorded at extraction;
+                     raw scale: the target is the strength itself). Setting cannot compound. Strength 0 is off.
+
+Where the push applies (`apply_to`; extraction's own "read position" is a different thing):
     all        every position of every forward pass (prompt and generated tokens) — what the reference did.
     generated  only forward passes after the prompt (the tokens the model writes).
     last       the last position of each forward pass (the seed write-up's sketch).
@@ -29,13 +37,18 @@ from dataclasses import dataclass
 import torch
 
 from .capture import block_output
-from .models import LoadedModel, parse_layers
+from .models import LoadedModel
+from .settings import parse_layers
 from .vectors import SteeringVector, check_fits
 
 SCALES = ("calibrated", "raw")
-POSITIONS = ("all", "generated", "last")
+APPLY_TO = ("all", "generated", "last")
+POSITIONS = APPLY_TO  # the old name, kept for callers written before the rename
+MODES = ("add", "norm_preserving", "clamp")
 # Beyond this many mean differences (calibrated) text is gibberish on every model we tried; the UI stops earlier.
 SANE_STRENGTH = {"calibrated": 8.0, "raw": 200.0}
+# The per-layer statistics the clamp mode needs (recorded by extraction since the modes were added).
+CLAMP_STATS = ("baseline_projection", "gyaru_projection")
 
 
 @dataclass
@@ -46,7 +59,9 @@ class Steering:
     layers: Sequence[int] | str | None = None
     strength: float | Sequence[float] = 1.0
     scale: str = "calibrated"
-    position: str = "all"
+    apply_to: str = "all"
+    mode: str = "add"
+    half_life: float | None = None  # tokens: the strength halves every this many generated tokens (None: constant)
 
     def layer_list(self, num_layers: int) -> list[int]:
         chosen = self.vector.layers if self.layers is None else parse_layers(self.layers, num_layers)
@@ -55,11 +70,50 @@ class Steering:
             raise ValueError(f"the vector has no direction for layers {missing} (it has {self.vector.layers})")
         return chosen
 
+    def with_strengths(self, strengths: float | Sequence[float]) -> Steering:
+        return Steering(self.vector, self.layers, strengths, self.scale, self.apply_to, self.mode, self.half_life)
 
-def layer_pushes(steering: Steering, num_layers: int) -> dict[int, torch.Tensor]:
-    """The float32 push vector per layer for strength 1.0 under the chosen scale."""
+
+@dataclass
+class LayerPush:
+    """What one layer's hook needs: the unit direction and, per mode, how strength maps onto it."""
+
+    unit: torch.Tensor  # float32, norm 1
+    step: float  # add/norm_preserving: the push per unit of strength along `unit`
+    base: float = 0.0  # clamp: target projection at strength 0 ...
+    span: float = 1.0  # ... and its change per unit of strength
+
+
+def _finite_positive(value, layer: int, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"layer {layer}: the recorded {key} is {value!r}, not a finite positive number (an edited or damaged "
+            ".json sidecar?), so the calibrated scale is unknown; use scale='raw'"
+        )
+    return float(value)
+
+
+def _clamp_stats(steering: Steering, layer: int) -> tuple[float, float]:
+    stats = steering.vector.stats.get(layer, {})
+    missing = [key for key in CLAMP_STATS if key not in stats]
+    if missing:
+        raise ValueError(
+            f"mode 'clamp' needs the per-layer projections {', '.join(CLAMP_STATS)} recorded at extraction; this "
+            f"vector has none for layer {layer} (extracted before they were recorded): re-extract it, or use mode "
+            "'add' or 'norm_preserving'"
+        )
+    base, top = (float(stats[key]) for key in CLAMP_STATS)
+    if not (math.isfinite(base) and math.isfinite(top)):
+        raise ValueError(f"layer {layer}: the recorded projections are not finite numbers (a damaged sidecar?)")
+    return base, top - base
+
+
+def layer_pushes(steering: Steering, num_layers: int) -> dict[int, LayerPush]:
+    """Per steered layer: the unit direction and the strength-1 push under the chosen scale and mode."""
     if steering.scale not in SCALES:
         raise ValueError(f"unknown scale {steering.scale!r}: expected one of {', '.join(SCALES)}")
+    if steering.mode not in MODES:
+        raise ValueError(f"unknown mode {steering.mode!r}: expected one of {', '.join(MODES)}")
     layers = steering.layer_list(num_layers)
     if steering.scale == "calibrated" and not steering.vector.calibrated:
         raise ValueError(
@@ -73,16 +127,13 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, torch.Tensor]
             raise ValueError(f"layer {layer}: the vector's direction holds NaN or inf values")
         unit = unit / unit.norm().clamp_min(1e-12)
         if steering.scale == "raw":
-            pushes[layer] = unit
-            continue
-        norm = steering.vector.stats[layer]["mean_diff_norm"]
-        if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0:
-            raise ValueError(
-                f"layer {layer}: the recorded mean-difference norm is {norm!r}, not a finite positive "
-                "number (an edited or damaged .json sidecar?), so the calibrated scale is unknown; "
-                "use scale='raw'"
-            )
-        pushes[layer] = unit * float(norm) / len(layers)
+            pushes[layer] = LayerPush(unit, step=1.0, base=0.0, span=1.0)
+        elif steering.mode == "clamp":
+            base, span = _clamp_stats(steering, layer)
+            pushes[layer] = LayerPush(unit, step=0.0, base=base, span=span)
+        else:
+            norm = _finite_positive(steering.vector.stats[layer].get("mean_diff_norm"), layer, "mean-difference norm")
+            pushes[layer] = LayerPush(unit, step=norm / len(layers))
     return pushes
 
 
@@ -113,54 +164,83 @@ def check_strengths(steering: Steering) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-class _LayerHook:
-    """Adds coefficient × push to one block's output, only in the owning thread."""
+def steered_hidden(hidden: torch.Tensor, push: LayerPush, coeffs: torch.Tensor, mode: str, unit: torch.Tensor):
+    """The new hidden states [rows, positions, hidden] for one strength per row (`unit` in hidden's dtype)."""
+    coeffs = coeffs.view(-1, 1, 1)
+    if mode == "clamp":
+        projection = hidden @ unit  # [rows, positions]
+        target = push.base + coeffs.view(-1, 1) * push.span
+        shift = torch.where(coeffs.view(-1, 1) != 0, target - projection, torch.zeros_like(projection))
+        return hidden + shift.unsqueeze(-1) * unit
+    steered = hidden + coeffs * (push.step * unit)
+    if mode == "norm_preserving":
+        # float32 norms: half-precision sums of squares over thousands of dims overflow or lose the ratio.
+        ratio = hidden.float().norm(dim=-1, keepdim=True) / steered.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        steered = steered * ratio.to(steered.dtype)
+    return steered
 
-    def __init__(self, push: torch.Tensor, coeffs: torch.Tensor, position: str, owner: int):
-        self.push, self.coeffs, self.position, self.owner = push, coeffs, position, owner
+
+class _LayerHook:
+    """Steers one block's output, only in the owning thread."""
+
+    def __init__(self, push: LayerPush, coeffs: torch.Tensor, steering: Steering, owner: int):
+        self.push, self.coeffs, self.owner = push, coeffs, owner
+        self.apply_to, self.mode, self.half_life = steering.apply_to, steering.mode, steering.half_life
         self.calls = 0
         self._cache: dict = {}
 
     def _on(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (hidden.device, hidden.dtype)
         if key not in self._cache:
-            self._cache[key] = (self.push.to(hidden.device, hidden.dtype), self.coeffs.to(hidden.device, hidden.dtype))
+            self._cache[key] = (
+                self.push.unit.to(hidden.device, hidden.dtype),
+                self.coeffs.to(hidden.device, hidden.dtype),
+            )
         return self._cache[key]
 
     def __call__(self, _module, _inputs, output):
         if threading.get_ident() != self.owner:
             return None
         self.calls += 1
-        if self.position == "generated" and self.calls == 1:
+        if self.apply_to == "generated" and self.calls == 1:
             return None  # the prompt's forward pass
         hidden = block_output(output)
-        push, coeffs = self._on(hidden)
+        unit, coeffs = self._on(hidden)
+        if self.half_life and self.calls > 1:  # decay over the reply: the pass after the prompt is token 0
+            coeffs = coeffs * 0.5 ** ((self.calls - 2) / self.half_life)
         if coeffs.numel() not in (1, hidden.shape[0]):
             raise ValueError(f"{coeffs.numel()} strengths for a batch of {hidden.shape[0]} rows")
-        delta = coeffs.view(-1, 1, 1) * push.view(1, 1, -1)
-        if self.position == "last":
+        if self.apply_to == "last":
             hidden = hidden.clone()
-            hidden[:, -1:, :] += delta
+            hidden[:, -1:, :] = steered_hidden(hidden[:, -1:, :], self.push, coeffs, self.mode, unit)
         else:
-            hidden = hidden + delta
+            hidden = steered_hidden(hidden, self.push, coeffs, self.mode, unit)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def check_steering(loaded: LoadedModel, steering: Steering) -> dict[int, LayerPush]:
+    """Every check a steering must pass before a hook is attached; returns its per-layer pushes."""
+    if steering.apply_to not in APPLY_TO:
+        raise ValueError(f"unknown apply_to {steering.apply_to!r}: expected one of {', '.join(APPLY_TO)}")
+    check_fits(steering.vector, loaded.hidden_size, loaded.num_layers, loaded.name)
+    check_strengths(steering)
+    if steering.half_life is not None and not (math.isfinite(steering.half_life) and steering.half_life > 0):
+        raise ValueError(f"half_life must be a positive number of tokens, got {steering.half_life}")
+    return layer_pushes(steering, loaded.num_layers)
 
 
 @contextmanager
 def steer(loaded: LoadedModel, steerings: Steering | Sequence[Steering]):
-    """Apply one or more steerings (their pushes add) inside the block; hooks are removed on any exit."""
+    """Apply one or more steerings (their effects chain) inside the block; hooks are removed on any exit."""
     steerings = [steerings] if isinstance(steerings, Steering) else list(steerings)
     owner = threading.get_ident()
     handles = []
     try:
         for steering in steerings:
-            if steering.position not in POSITIONS:
-                raise ValueError(f"unknown position {steering.position!r}: expected one of {', '.join(POSITIONS)}")
-            check_fits(steering.vector, loaded.hidden_size, loaded.num_layers, loaded.name)
-            check_strengths(steering)
+            pushes = check_steering(loaded, steering)
             coeffs = _strength_tensor(steering.strength)
-            for layer, push in layer_pushes(steering, loaded.num_layers).items():
-                hook = _LayerHook(push, coeffs, steering.position, owner)
+            for layer, push in pushes.items():
+                hook = _LayerHook(push, coeffs, steering, owner)
                 handles.append(loaded.layers[layer].register_forward_hook(hook))
         yield
     finally:

@@ -8,20 +8,34 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
-from steering.steer import hooks_left  # noqa: E402
-from steering.vectors import load_vector  # noqa: E402
+from steering.vector_files import load_vector  # noqa: E402
+from tests.helpers import hooks_left  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test here talks to the launched app on the bundled model
 
 
 @pytest.fixture(scope="module")
-def url(app_url):
-    return app_url  # conftest.app_url: the app launched in-process for this module
+def vector_dir(tmp_path_factory):
+    """The app's catalog over a fresh folder for this module: these tests never write into the repository's
+    vectors/. Upload folders the catalog made are removed afterwards."""
+    from steering.catalog import VectorCatalog
+
+    catalog = VectorCatalog(tmp_path_factory.mktemp("vectors"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app, "CATALOG", catalog)
+        yield catalog.folder
+    catalog.close()
+
+
+@pytest.fixture(scope="module")
+def url(vector_dir, app_url):
+    return app_url  # conftest.app_url: the app launched in-process for this module, after vector_dir
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +45,12 @@ def client(url):
 
 @pytest.fixture(scope="module")
 def vector_path(client):
-    """One small extraction on the bundled English data; its files are removed afterwards."""
+    """One small extraction on the bundled English data (into the module's temporary vectors folder)."""
     summary, files, table, dropdown, note = client.predict(
         "en", None, "gyaru-vs-standard", 6, "8-12", "mean_diff", "last", "test-app-vector", api_name="/extract"
     )
     path = Path(dropdown["value"])  # the dropdown comes back as an update: new choices, new value
-    yield path, summary, files, table
-    for leftover in (path, path.with_suffix(".json")):
-        leftover.unlink(missing_ok=True)
+    return path, summary, files, table
 
 
 def text_of(message: dict) -> str:
@@ -81,12 +93,13 @@ def test_load_4bit_without_cuda_is_a_message_not_a_crash(client):
     assert "SmolLM2-135M-Instruct" in status
 
 
-def test_extract_writes_a_loadable_vector(vector_path):
+def test_extract_writes_a_loadable_vector(vector_path, vector_dir, repo_root):
     path, summary, files, table = vector_path
-    assert path.parent == app.VECTOR_DIR and path.suffix == ".pt" and path.stem.startswith("test-app-vector")
+    assert path.parent == vector_dir != repo_root / "vectors"  # never the repository's own folder
+    assert path.suffix == ".pt" and path.stem.startswith("test-app-vector")
     vector = load_vector(path)
     assert vector.layers == [8, 9, 10, 11, 12]
-    assert vector.meta["pairs"] == 6 and vector.meta["lang"] == "en"
+    assert vector.meta.pairs == 6 and vector.meta.lang == "en"
     assert "saved" in summary and path.name in summary
     assert {Path(f).suffix for f in files} == {".pt", ".json"}
     assert [row[0].split()[0] for row in table["data"]] == ["8", "9", "10", "11", "12"]
@@ -119,6 +132,20 @@ def test_upload_rejects_a_vector_for_another_model(client, tmp_path):
     torch.save({3: torch.ones(64)}, other)
     dropdown, note = client.predict([gradio_client.handle_file(str(other))], None, api_name="/upload_vector")
     assert not any(value.endswith("other-model.pt") for _, value in dropdown["choices"])
+
+
+def test_a_sessions_uploads_go_when_its_state_is_deleted(vector_path):
+    """Gradio deletes a closed session's state after a while; the uploads state then removes its temp folders."""
+    import gradio as gr
+
+    path, *_ = vector_path
+    added, refused = app.CATALOG.add_uploads([str(path), str(path.with_suffix(".json"))], app.HOLDER.get())
+    assert len(added) == 1 and not refused and Path(added[0]).exists()
+    states = [block for block in app.demo.blocks.values() if isinstance(block, gr.State)]
+    (uploads_state,) = [state for state in states if state.value == []]
+    uploads_state.delete_callback(added)
+    assert not Path(added[0]).parent.exists()
+    assert path.exists()  # the vectors folder is never touched
 
 
 def test_chat_steered_differs_and_hooks_are_removed(url, vector_path):
@@ -249,26 +276,3 @@ def test_sweep_refuses_bad_grids_before_generating(client, vector_path, layers, 
     path, *_ = vector_path
     with pytest.raises(gradio_client.exceptions.AppError, match=message):
         client.predict(str(path), layers, strengths, 2, 8, "calibrated", api_name="/sweep")
-
-
-def test_page_opens_with_the_recommended_vector_in_the_models_language(tmp_path):
-    import torch
-
-    from steering.vectors import SteeringVector, save_vector
-
-    metas = {}
-
-    def make(name, meta):
-        vector = SteeringVector({3: torch.ones(8) / 8**0.5}, meta, {3: {"mean_diff_norm": 1.0}})
-        path = str(save_vector(vector, tmp_path / f"{name}.pt"))
-        metas[path] = meta
-        return path
-
-    make("newest_without", {"lang": "en"})
-    ja = make("ja_recommended", {"lang": "ja", "recommended": {"layers": [3], "strength": 1.0}})
-    en = make("en_recommended", {"lang": "en", "recommended": {"layers": [3], "strength": 1.0}})
-    bundled = SimpleNamespace(spec="bundled")
-    qwen = SimpleNamespace(spec="Qwen/Qwen2.5-7B-Instruct")
-    assert app.preferred_vector(bundled, metas) == en
-    assert app.preferred_vector(qwen, metas) == ja
-    assert app.preferred_vector(bundled, {}) is None

@@ -4,7 +4,7 @@ code 2, or a Gradio error/warning in the app) and nothing that already exists is
 docs/bad_inputs.md is the table these tests back; rows already covered elsewhere point at those tests instead.
 Everything here runs on the tiny in-process model (conftest's tiny_qwen2) or fails before any model is loaded, so
 the whole file takes seconds. The CLI runs in-process through steering.cli.main with load_model replaced by the
-tiny model, except the offline hub id, which runs as a real subprocess with HF_HUB_OFFLINE=1.
+tiny model (the offline hub id sets HF_HUB_OFFLINE in-process, as tests/test_models.py does).
 """
 
 from __future__ import annotations
@@ -13,23 +13,20 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
-import tracemalloc
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from steering import cli, models
+from steering import cli, models, session
 from steering.data import DatasetError, load_dataset
-from steering.interop import export_gguf, export_safetensors, export_vector
-from steering.pipeline import extract_from_dataset
-from steering.steer import SANE_STRENGTH, Steering, hooks_left, steer
-from steering.vectors import SteeringVector, VectorFileError, load_vector, save_vector, sidecar_path, unique_path
+from steering.interop import export_gguf, export_safetensors
+from steering.steer import SANE_STRENGTH, Steering, steer
+from steering.vector_files import export_vector, load_vector, save_vector, sidecar_path, unique_path
+from steering.vectors import SteeringVector, VectorFileError
+from tests.helpers import hooks_left, pair_line, write_big_jsonl
 
-ROOT = Path(__file__).resolve().parent.parent
 BIG_LINES = 20_000
 MAX_PAIRS = 8
 
@@ -48,20 +45,10 @@ def unit_vector(hidden: int = 64, layers=(1, 2), seed: int = 0, norm: float | No
     return SteeringVector(directions, {"model": "tiny-qwen2", "lang": "en", **meta}, stats)
 
 
-def pair_line(i: int) -> str:
-    standard = f"Entry {i}: I went to work as usual today, and the meeting in the afternoon was rather long. " * 2
-    gyaru = f"Entry {i}: OMG bestie, work was sooo long today, like, that meeting literally took forever! " * 2
-    return json.dumps({"id": f"e{i:05d}", "topic": "Life", "standard": standard.strip(), "gyaru": gyaru.strip()})
-
-
 @pytest.fixture(scope="module")
 def big_jsonl(tmp_path_factory) -> Path:
     """20,000 lines: 19,999 valid pairs, then a broken last line that only a reader of the whole file meets."""
-    path = tmp_path_factory.mktemp("big") / "big.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(pair_line(i) + "\n" for i in range(1, BIG_LINES))
-        f.write('{"standard": "the file was cut off here", "gyaru": \n')
-    return path
+    return write_big_jsonl(tmp_path_factory.mktemp("big") / "big.jsonl", BIG_LINES)
 
 
 @pytest.fixture
@@ -158,12 +145,13 @@ def test_cli_extract_bad_dataset_is_one_error_line(tmp_path, capsys, no_model, c
 def app_env(monkeypatch, tmp_path, tiny_qwen2):
     """The app module with the tiny model as the shared model and an empty temporary vectors/ folder."""
     app = pytest.importorskip("app")
-    holder = app.ModelHolder()
-    holder.loaded = tiny_qwen2
-    monkeypatch.setattr(app, "HOLDER", holder)
+    from steering.catalog import VectorCatalog
+    from steering.session import ModelSession
+
+    monkeypatch.setattr(app, "HOLDER", ModelSession(loaded=tiny_qwen2))
     folder = tmp_path / "vectors"
     folder.mkdir()
-    monkeypatch.setattr(app, "VECTOR_DIR", folder)
+    monkeypatch.setattr(app, "CATALOG", VectorCatalog(folder))
     return app
 
 
@@ -194,7 +182,7 @@ def test_app_extract_bad_dataset_is_a_gradio_error(app_env, tmp_path, case):
     with pytest.raises(gr.Error) as info:
         extract_in_app(app_env, data)
     assert data.name in info.value.message and needle in info.value.message
-    assert list(app_env.VECTOR_DIR.iterdir()) == []  # nothing saved, nothing half-written
+    assert list(app_env.CATALOG.folder.iterdir()) == []  # nothing saved, nothing half-written
 
 
 def test_app_extract_without_an_uploaded_file(app_env):
@@ -205,36 +193,6 @@ def test_app_extract_without_an_uploaded_file(app_env):
 
 
 # ------------------------------------------------------------------------------------ a 20,000-line dataset
-
-
-def test_pipeline_max_pairs_reads_only_what_it_needs(tiny_qwen2, big_jsonl):
-    """Only MAX_PAIRS entries are read (the broken line 20,000 is never reached), memory stays far below the
-    file's size, and progress is reported for every captured text."""
-    extract_from_dataset(tiny_qwen2, data=big_jsonl, layers="1-2", max_pairs=4)  # warm-up: lazy imports, caches
-    calls: list[tuple[int, int]] = []
-    tracemalloc.start()
-    try:
-        vector, _ = extract_from_dataset(
-            tiny_qwen2,
-            data=big_jsonl,
-            layers="1-2",
-            max_pairs=MAX_PAIRS,
-            progress=lambda done, total: calls.append((done, total)),
-        )
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    size = big_jsonl.stat().st_size
-    assert size > 7_000_000
-    assert peak < size / 10, f"peak {peak} bytes for a {size}-byte file"
-    assert vector.meta["pairs"] == MAX_PAIRS
-    assert calls and calls[-1] == (2 * MAX_PAIRS, 2 * MAX_PAIRS)  # both sides of every pair
-    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
-
-
-def test_pipeline_negative_max_pairs_refused(tiny_qwen2, big_jsonl):
-    with pytest.raises(ValueError, match="max_pairs must be at least 1"):
-        extract_from_dataset(tiny_qwen2, data=big_jsonl, max_pairs=-3)
 
 
 def test_cli_extract_20000_lines_honours_max_pairs_and_shows_progress(tmp_path, capsys, tiny_cli, big_jsonl):
@@ -274,7 +232,7 @@ def test_app_extract_20000_lines_honours_max_pairs_and_reports_progress(app_env,
     assert f"{MAX_PAIRS} pairs" in summary
     assert calls and calls[-1][0][0] == (2 * MAX_PAIRS, 2 * MAX_PAIRS)
     saved = Path(files[0])
-    assert saved.parent == app_env.VECTOR_DIR and load_vector(saved).meta["pairs"] == MAX_PAIRS
+    assert saved.parent == app_env.CATALOG.folder and load_vector(saved).meta.pairs == MAX_PAIRS
 
 
 # ----------------------------------------------------------------------------- vector for another model
@@ -463,7 +421,7 @@ def test_save_names_stay_inside_the_folder_and_never_clobber(tmp_path, name, ste
 
 
 def test_app_extract_with_a_traversal_name_saves_inside_vectors_without_clobbering(app_env, tmp_path):
-    folder = app_env.VECTOR_DIR
+    folder = app_env.CATALOG.folder
     (folder / "evil.pt").write_bytes(b"an older vector")
     summary, files, *_ = extract_in_app(app_env, "en", dataset="en", name="../../evil")
     saved = Path(files[0])
@@ -645,32 +603,17 @@ def test_app_nan_strength_is_a_gradio_error(app_env, tiny_vector_file, tiny_qwen
 # ------------------------------------------------------------------------------- unknown model id offline
 
 
-def test_cli_unknown_model_offline_is_a_clean_error(tmp_path, cli_env):
-    env = {**cli_env, "HF_HUB_OFFLINE": "1"}
+def test_cli_unknown_model_offline_is_a_clean_error(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: set the constant it already derived too.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "v.pt"
     spec = "nobody-at-all-xyz/no-such-model-123"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "steering",
-            "extract",
-            "--model",
-            spec,
-            "--data",
-            "en",
-            "--max-pairs",
-            "4",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert_clean_error(result.returncode, result.stderr, f"error: could not load model '{spec}'", "hub")
+    rc = cli.main(["extract", "--model", spec, "--data", "en", "--max-pairs", "4", "--out", str(out)])
+    assert_clean_error(rc, capsys.readouterr().err, f"error: could not load model '{spec}'", "hub")
     assert not out.exists()
 
 
@@ -696,8 +639,8 @@ def test_app_failed_load_brings_the_previous_model_back(app_env, monkeypatch):
             raise models.ModelLoadError("could not load model 'broken/model': offline")
         return previous
 
-    monkeypatch.setattr(app_env, "load_model", fake_load)
-    monkeypatch.setattr(app_env, "check_loadable", lambda spec: None)
+    monkeypatch.setattr(session, "load_model", fake_load)
+    monkeypatch.setattr(session, "check_loadable", lambda spec: None)
     with pytest.raises(models.ModelLoadError):
         app_env.HOLDER.load("broken/model")
     assert calls == ["broken/model", previous.spec]

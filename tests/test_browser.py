@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a browser against the launched app on the bundled model
+
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(
@@ -42,7 +44,7 @@ NAME = f"test-browser-{os.getpid()}"  # unique: other runs may share vectors/
 @pytest.fixture(scope="module")
 def url(app_url):
     yield app_url  # conftest.app_url: the app launched in-process for this module
-    for path in app.VECTOR_DIR.glob(f"{NAME}*"):  # the vectors this test extracted
+    for path in app.CATALOG.folder.glob(f"{NAME}*"):  # the vectors this test extracted
         path.unlink()
 
 

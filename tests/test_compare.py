@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from steering.compare import run_study, save_study, study_markdown
 from steering.evaluate import SweepCell
 from steering.report import heatmap, write_report
 
 
+@pytest.mark.slow
 def test_study_runs_every_case_and_reports_them(bundled, tmp_path):
     logs = []
     study = run_study(
@@ -59,3 +62,15 @@ def test_report_writes_tables_heatmaps_and_summary(tmp_path):
     summary = (tmp_path / "sweep_x.md").read_text(encoding="utf-8")
     assert "layers 8–9, strength 2" in summary
     assert "cdn.plot.ly" not in (tmp_path / "sweep_x_style.html").read_text(encoding="utf-8")[:5000]
+
+
+def test_save_study_leaves_the_users_own_tmp_file_alone(tmp_path):
+    from steering.compare import Study
+
+    own = tmp_path / "evaluation_en.json.tmp"
+    own.write_bytes(b"user's own")
+    study = Study("en", ["12-14"], [3.0], ["a"], ["b"], rows=[{"method": "mean_diff"}])
+    path = save_study(study, tmp_path)
+    assert json.loads(path.read_text(encoding="utf-8"))["rows"] == [{"method": "mean_diff"}]
+    assert own.read_bytes() == b"user's own"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluation_en.json", "evaluation_en.json.tmp"]

@@ -1,4 +1,4 @@
-"""steering.data: loading, validation messages, formats, pairs, split, stats and prompts."""
+"""steering.data: loading and validating pair files, contrasts and pairs, split, and prompts."""
 
 from __future__ import annotations
 
@@ -14,42 +14,11 @@ from steering.data import (
     CONTRASTS,
     DatasetError,
     contrast_pairs,
-    dataset_stats,
-    format_stats_table,
     load_dataset,
     load_prompts,
     split,
 )
-
-JA = [
-    {
-        "id": "t-1",
-        "topic": "Tech",
-        "standard": "新しいパソコンを買いました。",
-        "casual": "新しいパソコン買ったよ。",
-        "gyaru": "あーし新しいパソコン買ったんだけど、マジ最強じゃん！",
-    },
-    {
-        "id": "t-2",
-        "topic": "Tech",
-        "standard": "動作がとても速いです。",
-        "casual": "動きがすごく速いよ。",
-        "gyaru": "動きちょー速くてウケるｗ",
-    },
-    {
-        "id": "f-1",
-        "topic": "Food",
-        "standard": "昼食にラーメンを食べました。",
-        "casual": "昼にラーメン食べた。",
-        "gyaru": "あーしお昼ラーメンだったし、めっちゃうまかったじゃん！",
-    },
-]
-
-
-def write_jsonl(path: Path, rows: list, extra_lines: list[str] | None = None) -> Path:
-    lines = [json.dumps(r, ensure_ascii=False) for r in rows] + (extra_lines or [])
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+from tests.samples import JA, write_jsonl
 
 
 def error_of(path, **kwargs) -> str:
@@ -135,19 +104,6 @@ def test_json_list_reference_style_with_extra_keys(tmp_path):
     assert ds.columns == ("standard", "gyaru")
     assert ds.entries[2].standard == JA[2]["standard"]
     assert all(e.casual is None for e in ds.entries)
-
-
-def test_json_list_larger_than_a_read_chunk(tmp_path):
-    rows = [
-        {"id": f"x{i}", "standard": f"これは{i}番目の文です。" * 20, "gyaru": f"あーし{i}番目だし！" * 20}
-        for i in range(400)
-    ]
-    path = tmp_path / "big.json"
-    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    assert path.stat().st_size > 3 * 65536
-    ds = load_dataset(path)
-    assert len(ds.entries) == 400
-    assert ds.entries[-1].id == "x399"
 
 
 def test_csv_loads(tmp_path):
@@ -240,21 +196,6 @@ def test_unknown_contrast(tmp_path):
 # --------------------------------------------------------------------------- error paths
 
 
-def test_file_not_found(tmp_path):
-    path = tmp_path / "nope.jsonl"
-    message = error_of(path)
-    assert_names(message, path)
-    assert "not found" in message
-
-
-def test_zero_byte_file(tmp_path):
-    path = tmp_path / "zero.jsonl"
-    path.write_bytes(b"")
-    message = error_of(path)
-    assert_names(message, path)
-    assert "empty" in message
-
-
 @pytest.mark.parametrize("name, content", [("blank.jsonl", "\n\n  \n"), ("blank.csv", "\n\n"), ("empty.json", "[]")])
 def test_file_without_entries(tmp_path, name, content):
     path = tmp_path / name
@@ -262,48 +203,6 @@ def test_file_without_entries(tmp_path, name, content):
     message = error_of(path)
     assert_names(message, path)
     assert "no entries" in message
-
-
-def test_invalid_utf8_names_byte_offset(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    first = (json.dumps(JA[0], ensure_ascii=False) + "\n").encode("utf-8")
-    second = b'{"standard": "ok", "gyaru": "\xff\xfe"}\n'
-    path.write_bytes(first + second)
-    message = error_of(path)
-    assert_names(message, path, "line 2")
-    offset = len(first) + second.index(b"\xff")
-    assert f"byte offset {offset}" in message
-
-
-def test_invalid_utf8_in_json_list(tmp_path):
-    path = tmp_path / "bad.json"
-    body = b'[{"standard": "ok", "gyaru": "\xc3"}]'
-    path.write_bytes(body)
-    message = error_of(path)
-    assert_names(message, path)
-    offset = body.index(b"\xc3")
-    assert f"byte offset {offset}" in message
-
-
-def test_invalid_json_line(tmp_path):
-    path = write_jsonl(tmp_path / "broken.jsonl", JA[:2], ['{"standard": "a", "gyaru": '])
-    message = error_of(path)
-    assert_names(message, path, "line 3")
-    assert "invalid JSON" in message
-
-
-def test_invalid_json_in_list(tmp_path):
-    path = tmp_path / "broken.json"
-    path.write_text('[\n {"standard": "a", "gyaru": "b"},\n {"standard": "a" "gyaru": "b"}\n]', encoding="utf-8")
-    message = error_of(path)
-    assert_names(message, path, "item 2")
-    assert "line 3" in message and "invalid JSON" in message
-
-
-def test_unclosed_json_list(tmp_path):
-    path = tmp_path / "open.json"
-    path.write_text('[{"standard": "a", "gyaru": "b"},', encoding="utf-8")
-    assert "invalid JSON" in error_of(path)
 
 
 def test_line_not_an_object(tmp_path):
@@ -327,12 +226,6 @@ def test_missing_column_in_csv_header(tmp_path):
     message = error_of(path)
     assert_names(message, path, "line 1", "gyaru")
     assert "missing column" in message
-
-
-def test_csv_row_with_wrong_cell_count(tmp_path):
-    path = tmp_path / "cells.csv"
-    path.write_text("standard,gyaru\nHello.,OMG hi!\nonly one\n", encoding="utf-8")
-    assert_names(error_of(path), path, "line 3")
 
 
 @pytest.mark.parametrize(
@@ -485,81 +378,6 @@ def test_split_works_on_pairs(tmp_path):
     train, held = split(pairs, 0.34, seed=0)
     assert len(held) == 1 and len(train) == 2
     assert {p.id for p in train + held} == {"t-1", "t-2", "f-1"}
-
-
-# --------------------------------------------------------------------------- stats
-
-
-def test_stats_numbers_on_a_tiny_file(tmp_path):
-    rows = [
-        {
-            "id": "a",
-            "topic": "Tech",
-            "standard": "今日は晴れです。",
-            "casual": "今日は晴れ。",
-            "gyaru": "あーし今日マジ晴れじゃん！",
-        },
-        {
-            "id": "b",
-            "topic": "Tech",
-            "standard": "明日は雨です。",
-            "casual": "明日は雨。",
-            "gyaru": "明日雨とかマジ無理じゃん",
-        },
-        {
-            "id": "c",
-            "topic": "Food",
-            "standard": "お腹が空きました。",
-            "casual": "お腹すいた。",
-            "gyaru": "アーシお腹すいたしｗ",
-        },
-        {
-            "id": "d",
-            "topic": "Food",
-            "standard": "ご飯を食べます。",
-            "casual": "ご飯食べる。",
-            "gyaru": "あ〜しご飯食べるし！",
-        },
-    ]
-    path = write_jsonl(tmp_path / "tiny.jsonl", rows)
-    stats = dataset_stats(load_dataset(path))
-    assert stats["entries"] == 4
-    assert stats["name"] == "tiny"
-    assert stats["lang"] == "ja"
-    assert stats["columns"] == ["standard", "casual", "gyaru"]
-    assert stats["topics"] == {"Food": 2, "Tech": 2}
-    assert stats["aashi_rate"] == 0.75  # あーし, アーシ and あ〜し count; line b has none
-    assert stats["marker_rate"] == {"standard": 0.0, "casual": 0.0, "gyaru": 1.0}
-    assert stats["mean_score"]["standard"] == 0.0 and stats["mean_score"]["gyaru"] > 10
-    lengths = [len(r["standard"]) for r in rows]
-    assert stats["length"]["standard"] == {"mean": sum(lengths) / 4, "median": 8.0, "min": 7, "max": 9}
-    assert stats["length"]["gyaru"]["max"] == max(len(r["gyaru"]) for r in rows)
-    import hashlib
-
-    assert stats["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    json.dumps(stats)  # JSON-ready for --json
-
-
-def test_stats_english_and_two_columns(tmp_path):
-    rows = [
-        {"standard": "That is nice.", "gyaru": "OMG that's literally so cute!"},
-        {"standard": "I am tired.", "gyaru": "Ugh, I'm like, totally dead."},
-    ]
-    stats = dataset_stats(load_dataset(write_jsonl(tmp_path / "en.jsonl", rows)))
-    assert stats["lang"] == "en"
-    assert stats["aashi_rate"] == 0.0
-    assert set(stats["marker_rate"]) == {"standard", "gyaru"}
-    assert stats["marker_rate"]["gyaru"] == 1.0
-    assert stats["topics"] == {"(none)": 2}
-
-
-def test_format_stats_table(tmp_path):
-    stats = dataset_stats(load_dataset(write_jsonl(tmp_path / "p.jsonl", JA)))
-    table = format_stats_table(stats)
-    assert isinstance(table, str)
-    for needle in ("p", "entries", "3", "ja", stats["sha256"], "Tech 2", "Food 1", "standard", "casual", "gyaru"):
-        assert needle in table
-    assert "66.7%" in table  # あーし in 2 of 3 gyaru lines
 
 
 # --------------------------------------------------------------------------- prompts

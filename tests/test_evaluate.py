@@ -66,6 +66,7 @@ def test_summarize_rates():
     assert summary["broken_share"] == 0.0
 
 
+@pytest.mark.slow
 def test_perplexity_prefers_the_fluent_reply(bundled):
     prompt = "What is the capital of France?"
     fluent = perplexity(bundled, prompt, "The capital of France is Paris.")
@@ -104,6 +105,7 @@ def test_recommend_takes_the_best_style_within_the_breakage_budget():
     assert recommend([_cell([8], 0.0, 1.0, 0.0), _cell([8], 2.0, 1.0, 0.0), _cell([8], 3.0, 0.0, 0.0)]) is None
 
 
+@pytest.mark.slow
 def test_sweep_runs_the_grid_and_strength_zero_is_plain(bundled):
     from steering.extract import extract
     from steering.generate import GenerationSettings, generate_batch

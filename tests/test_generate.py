@@ -16,8 +16,9 @@ from steering.generate import (
     stream_batch,
     stream_rows,
 )
-from steering.steer import Steering, hooks_left
+from steering.steer import Steering
 from steering.vectors import SteeringVector
+from tests.helpers import hooks_left
 
 GREEDY = GenerationSettings(max_new_tokens=12)
 CHAT = [{"role": "user", "content": "What should I cook for dinner tonight?"}]
@@ -44,6 +45,7 @@ def vector(bundled) -> SteeringVector:
     return SteeringVector(result.directions, {"model": "bundled"}, result.stats)
 
 
+@pytest.mark.slow
 def test_rows_equal_their_solo_runs(bundled, vector):
     steering = Steering(vector, "8-12", 0.0)
     batch = generate_batch(bundled, CHAT, [0.0, 3.0, -2.0], steering, GREEDY)
@@ -54,12 +56,14 @@ def test_rows_equal_their_solo_runs(bundled, vector):
     assert hooks_left(bundled.model) == 0
 
 
+@pytest.mark.slow
 def test_strength_zero_is_the_plain_model(bundled, vector):
     steered = generate_batch(bundled, CHAT, [0.0], Steering(vector, "8-12", 0.0), GREEDY)
     plain = generate_batch(bundled, CHAT, [0.0], None, GREEDY)
     assert steered.texts == plain.texts
 
 
+@pytest.mark.slow
 def test_stream_concatenation_equals_final_decode(bundled, vector):
     steering = Steering(vector, "8-12", 0.0)
     frames = list(stream_batch(bundled, CHAT, [0.0, 3.0], steering, GREEDY))
@@ -85,6 +89,7 @@ def test_japanese_stream_never_shows_broken_characters(tokenizer):
     assert sum(1 for p in pieces if p == "") > 0  # some tokens were held back
 
 
+@pytest.mark.slow
 def test_abandoned_stream_removes_hooks_and_frees_the_model(bundled, vector):
     steering = Steering(vector, "8-12", 3.0)
     stream = stream_batch(bundled, CHAT, [0.0, 3.0], steering, GenerationSettings(max_new_tokens=200))
@@ -100,6 +105,7 @@ def test_abandoned_stream_removes_hooks_and_frees_the_model(bundled, vector):
     assert generate_batch(bundled, CHAT, [0.0], None, GREEDY).texts[0]
 
 
+@pytest.mark.slow
 def test_exception_inside_generation_leaves_no_hook(bundled, vector, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("generation failed")
@@ -113,6 +119,7 @@ def test_exception_inside_generation_leaves_no_hook(bundled, vector, monkeypatch
     assert hooks_left(bundled.model) == 0
 
 
+@pytest.mark.slow
 def test_concurrent_threads_do_not_see_each_others_steering(bundled, vector):
     steering = Steering(vector, "8-12", 0.0)
     strengths = [0.0, 4.0, -3.0, 2.0]
@@ -132,6 +139,7 @@ def test_concurrent_threads_do_not_see_each_others_steering(bundled, vector):
     assert hooks_left(bundled.model) == 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_sampled_reply(bundled):
     settings = GenerationSettings(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=123)
     a = generate_batch(bundled, CHAT, [0.0], None, settings).texts[0]
@@ -143,15 +151,15 @@ def test_same_seed_same_sampled_reply(bundled):
     assert a != c
 
 
-def test_multi_turn_and_system_prompt_reach_the_template(bundled):
+def test_multi_turn_and_system_prompt_reach_the_template(tiny_qwen2):
     history = [
         {"role": "user", "content": "My name is Aiko."},
         {"role": "assistant", "content": "Nice to meet you!"},
         {"role": "user", "content": "What is my name?"},
     ]
     settings = GenerationSettings(max_new_tokens=4, system_prompt="Answer like a gal.")
-    prompt = prepare_prompt(bundled, history, settings)
-    text = bundled.tokenizer.decode(prompt.input_ids)
+    prompt = prepare_prompt(tiny_qwen2, history, settings)
+    text = tiny_qwen2.tokenizer.decode(prompt.input_ids)
     assert "Answer like a gal." in text and "My name is Aiko." in text and "Nice to meet you!" in text
     assert text.rstrip().endswith("assistant")
 
@@ -169,6 +177,7 @@ def test_long_prompt_is_cut_from_the_left_with_a_notice(tiny_qwen2):
     assert heard == [prompt.notice] and frames[-1] == result.texts
 
 
+@pytest.mark.slow
 def test_rows_can_continue_their_own_conversations(bundled, vector):
     steering = Steering(vector, "8-12", 0.0)
     plain_history = [
@@ -187,14 +196,14 @@ def test_rows_can_continue_their_own_conversations(bundled, vector):
     assert frames[-1][1] and hooks_left(bundled.model) == 0
 
 
-def test_empty_prompt_is_a_clear_error(bundled):
+def test_empty_prompt_is_a_clear_error(tiny_qwen2):
     with pytest.raises(ValueError, match="empty prompt"):
-        generate_batch(bundled, [{"role": "user", "content": "   "}], [0.0], None, GREEDY)
+        generate_batch(tiny_qwen2, [{"role": "user", "content": "   "}], [0.0], None, GREEDY)
 
 
-def test_nonzero_strength_without_vector_is_refused(bundled):
+def test_nonzero_strength_without_vector_is_refused(tiny_qwen2):
     with pytest.raises(ValueError, match="need a vector"):
-        generate_batch(bundled, CHAT, [0.0, 1.0], None, GREEDY)
+        generate_batch(tiny_qwen2, CHAT, [0.0, 1.0], None, GREEDY)
 
 
 def test_bf16_model_is_steered_in_its_own_dtype(tokenizer):

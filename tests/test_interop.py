@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,10 +11,10 @@ import pytest
 import torch
 from gguf import GGUFReader, GGUFWriter
 
-from steering.interop import export_gguf, export_vector, read_meta
-from steering.vectors import SteeringVector, VectorFileError, check_fits, load_vector, save_vector
+from steering.interop import export_gguf, export_safetensors, read_vector
+from steering.vector_files import export_vector, load_vector, save_vector
+from steering.vectors import SteeringVector, VectorFileError, check_fits
 
-ROOT = Path(__file__).resolve().parent.parent
 HIDDEN = 576  # the bundled SmolLM2-135M-Instruct
 NUM_LAYERS = 30
 LAYERS = (8, 9, 10, 11, 12)
@@ -47,7 +45,7 @@ def assert_same_vector(loaded: SteeringVector, original: SteeringVector) -> None
         assert torch.allclose(loaded.directions[layer], original.directions[layer], atol=1e-6)
         assert loaded.stats[layer]["mean_diff_norm"] == pytest.approx(original.stats[layer]["mean_diff_norm"])
         assert loaded.stats[layer]["heldout_auc"] == original.stats[layer]["heldout_auc"]
-    assert loaded.meta["model"] == "bundled" and loaded.meta["method"] == "mean_diff"
+    assert loaded.meta.model == "bundled" and loaded.meta.method == "mean_diff"
 
 
 def write_gguf(path: Path, tensors: dict[str, np.ndarray], arch: str = "controlvector", **kv) -> Path:
@@ -77,7 +75,7 @@ def test_gguf_round_trip(saved, tmp_path):
     assert_same_vector(loaded, original)
     for layer in loaded.layers:  # back to unit directions
         assert float(loaded.directions[layer].norm()) == pytest.approx(1.0, abs=1e-5)
-    assert read_meta(out)[1][9]["mean_diff_norm"] == pytest.approx(original.stats[9]["mean_diff_norm"])
+    assert read_vector(out)[2][9]["mean_diff_norm"] == pytest.approx(original.stats[9]["mean_diff_norm"])
     check_fits(loaded, HIDDEN, NUM_LAYERS)
 
 
@@ -130,10 +128,10 @@ def test_our_gguf_read_independently(saved, tmp_path):
 
 def test_model_hint_from_meta(tmp_path):
     vector = make_vector()
-    vector.meta["model_type"] = "qwen2"
+    vector.meta.model_type = "qwen2"
     reader = GGUFReader(export_gguf(vector, tmp_path / "q.gguf"))
     assert reader.fields["controlvector.model_hint"].contents() == "qwen2"
-    del vector.meta["model_type"]
+    vector.meta.model_type = None
     reader = GGUFReader(export_gguf(vector, tmp_path / "b.gguf"))  # bundled SmolLM2 is a llama
     assert reader.fields["controlvector.model_hint"].contents() == "llama"
 
@@ -163,7 +161,7 @@ def test_repeng_style_gguf_loads(tmp_path):
         norm = float(np.linalg.norm(array))
         assert torch.allclose(vector.directions[n], torch.from_numpy(array / norm), atol=1e-6)
         assert vector.stats[n]["file_norm"] == pytest.approx(norm, rel=1e-5)
-    assert vector.meta["model_hint"] == "llama" and vector.meta["source_format"] == "gguf"
+    assert vector.meta.model_hint == "llama" and vector.meta.source_format == "gguf"
     check_fits(vector, HIDDEN, NUM_LAYERS)  # fits the bundled model: no layer past 29
 
 
@@ -261,37 +259,50 @@ def test_export_refuses_overwrite_and_wrong_suffix(saved, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("fmt", ["gguf", "safetensors"])
+def test_export_leaves_the_users_own_tmp_file_alone(tmp_path, fmt):
+    """The temporary gets a unique name: a user's NAME.gguf.tmp (or .safetensors.tmp) beside the output survives."""
+    own = tmp_path / f"mine.{fmt}.tmp"
+    own.write_bytes(b"user data")
+    write = export_gguf if fmt == "gguf" else export_safetensors
+    out = write(make_vector(), tmp_path / f"mine.{fmt}")
+    write(make_vector(seed=1), out, overwrite=True)
+    assert own.read_bytes() == b"user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, own.name])
+    assert load_vector(out).layers == list(LAYERS)
+
+
 # ---------------------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_export(saved, tmp_path, cli_env):
+def test_cli_export(saved, tmp_path, capsys, monkeypatch):
+    """`steering export`, run in-process through steering.cli.main."""
+    from steering import cli
+
+    monkeypatch.chdir(tmp_path)
+
     def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "steering", "export", str(saved), *args],
-            cwd=ROOT,
-            env=cli_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        rc = cli.main(["export", str(saved), *args])
+        return rc, capsys.readouterr()
 
     out = tmp_path / "cli.gguf"
-    first = run("--format", "gguf", "--out", str(out), "--json")
-    assert first.returncode == 0, first.stderr
-    info = json.loads(first.stdout)
+    rc, first = run("--format", "gguf", "--out", str(out), "--json")
+    assert rc == 0, first.err
+    info = json.loads(first.out)
     assert info["layers"] == list(LAYERS) and info["scale"] == "mean_diff" and info["model_hint"] == "llama"
     assert load_vector(out).layers == list(LAYERS)
-    again = run("--format", "gguf", "--out", str(out))
-    assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
-    forced = run("--format", "safetensors", "--out", str(tmp_path / "cli.safetensors"), "--overwrite")
-    assert forced.returncode == 0, forced.stderr
-    assert "exported" in forced.stdout
+    rc, again = run("--format", "gguf", "--out", str(out))
+    assert rc == 2 and "already exists" in again.err and "--overwrite" in again.err
+    rc, forced = run("--format", "safetensors", "--out", str(tmp_path / "cli.safetensors"), "--overwrite")
+    assert rc == 0, forced.err
+    assert "exported" in forced.out
     assert load_vector(tmp_path / "cli.safetensors").layers == list(LAYERS)
 
 
 # ---------------------------------------------------------------------------------------------- steering parity
 
 
+@pytest.mark.slow
 def test_imported_vector_steers_identically(bundled, saved, tmp_path):
     from steering.generate import GenerationSettings, generate_batch
     from steering.steer import Steering

@@ -17,14 +17,17 @@ gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
 from steering.data import load_prompts  # noqa: E402
-from steering.steer import hooks_left  # noqa: E402
+from tests.helpers import hooks_left  # noqa: E402
 
-VECTOR = app.VECTOR_DIR / "smollm2-135m-instruct_gal_en.pt"  # shipped, calibrated, English
+VECTOR = app.CATALOG.folder / "smollm2-135m-instruct_gal_en.pt"  # shipped, calibrated, English
 LAYERS = "12-16"
 STRENGTHS = [0.0, 1.0, -1.0, 2.0, -2.0, 3.0, 4.0, 5.0]
 TOKENS = 8
 
-pytestmark = pytest.mark.skipif(not VECTOR.is_file(), reason=f"{VECTOR.name} is not shipped here")
+pytestmark = [
+    pytest.mark.slow,  # the launched app on the bundled model
+    pytest.mark.skipif(not VECTOR.is_file(), reason=f"{VECTOR.name} is not shipped here"),
+]
 
 
 def text_of(message: dict) -> str:

@@ -1,4 +1,5 @@
-"""steering.models: decoder-layer discovery, layer specs, and load_model's behaviour and error messages."""
+"""steering.models: decoder-layer discovery and load_model's behaviour and error messages (layer specs:
+test_settings.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from steering.models import (
     check_loadable,
     find_decoder_layers,
     load_model,
-    parse_layers,
 )
 
 VOCAB = 128
@@ -74,57 +74,50 @@ def test_find_decoder_layers(family, path):
     assert loaded.describe()["num_layers"] == 3
 
 
+def test_find_decoder_layers_gemma3_nested_language_model():
+    """Gemma 3 (multimodal) nests its text decoder under model.language_model; the vision tower's own encoder
+    layers must not be mistaken for it."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    config = Gemma3Config(
+        text_config=dict(
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=128,
+            vocab_size=VOCAB,
+            max_position_embeddings=128,
+            sliding_window=32,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        mm_tokens_per_image=4,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    layers = find_decoder_layers(model)
+    assert layers is model.model.language_model.layers
+    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == config.text_config.num_hidden_layers == 3
+    loaded = LoadedModel(model=model, tokenizer=None, spec="gemma3", name="gemma3")
+    assert loaded.num_layers == 3
+    assert loaded.hidden_size == 64  # from text_config, not the vision tower's 32
+    assert loaded.context_length == 128
+
+
 def test_find_decoder_layers_unknown_module():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
     with pytest.raises(ValueError, match=r"cannot find the decoder layers of Sequential") as info:
         find_decoder_layers(model)
     assert "model.layers" in str(info.value)  # says where it looked
     assert "Supported" in str(info.value)
-
-
-# --------------------------------------------------------------------------- parse_layers
-
-
-@pytest.mark.parametrize(
-    "spec, expected",
-    [
-        ("8-20", list(range(8, 21))),
-        ("3,5", [3, 5]),
-        ("5,3,3", [3, 5]),  # sorted, deduplicated
-        (" 3 , 5 ", [3, 5]),
-        ("-4--1", [26, 27, 28, 29]),
-        ("-1", [29]),
-        ("0-2,28-29", [0, 1, 2, 28, 29]),
-        (12, [12]),
-        (-2, [28]),
-        ([1, 2, -1], [1, 2, 29]),
-        (range(4, 7), [4, 5, 6]),
-    ],
-)
-def test_parse_layers(spec, expected):
-    assert parse_layers(spec, 30) == expected
-
-
-@pytest.mark.parametrize("num_layers", [4, 24, 30, 64])
-def test_parse_layers_default_middle_band(num_layers):
-    for default in (None, ""):
-        layers = parse_layers(default, num_layers)
-        assert layers == list(range(layers[0], layers[-1] + 1))
-        assert layers[0] == num_layers // 4
-        assert layers[-1] == 3 * num_layers // 4
-        assert 0 < layers[0] < layers[-1] < num_layers
-
-
-@pytest.mark.parametrize("spec", ["30", "0-30", "-31", [40], 30])
-def test_parse_layers_out_of_range(spec):
-    with pytest.raises(ValueError, match=r"out of range.*30 layers"):
-        parse_layers(spec, 30)
-
-
-@pytest.mark.parametrize("spec", ["abc", "3-x", "1.5", "8:20", "--", ","])
-def test_parse_layers_garbage(spec):
-    with pytest.raises(ValueError, match=r"bad layer spec"):
-        parse_layers(spec, 30)
 
 
 # --------------------------------------------------------------------------- load_model errors
@@ -215,6 +208,7 @@ def test_check_loadable_fails_early_without_loading(tmp_path, monkeypatch):
     assert check_loadable("Qwen/Qwen2.5-0.5B-Instruct") is None  # a hub id: only a download can tell
 
 
+@pytest.mark.slow
 def test_load_bundled(bundled):
     assert bundled.spec == "bundled"
     assert bundled.name == "SmolLM2-135M-Instruct"

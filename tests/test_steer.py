@@ -7,8 +7,9 @@ import threading
 import pytest
 import torch
 
-from steering.steer import Steering, hooks_left, layer_pushes, steer, strength_warning
+from steering.steer import Steering, layer_pushes, steer, strength_warning
 from steering.vectors import SteeringVector, VectorFileError
+from tests.helpers import hooks_left
 
 
 def random_vector(hidden: int, layers, seed: int = 0, with_stats: bool = True) -> SteeringVector:
@@ -47,17 +48,18 @@ def ids(tokenizer):
 def test_calibrated_push_is_mean_difference_shared_over_layers():
     vec = random_vector(64, [1, 2])
     pushes = layer_pushes(Steering(vec, [1, 2], 1.0, "calibrated"), 4)
-    assert pushes[1].norm().item() == pytest.approx((2.0 + 1) / 2, rel=1e-5)
-    assert pushes[2].norm().item() == pytest.approx((2.0 + 2) / 2, rel=1e-5)
+    assert pushes[1].step == pytest.approx((2.0 + 1) / 2, rel=1e-5)
+    assert pushes[2].step == pytest.approx((2.0 + 2) / 2, rel=1e-5)
+    assert pushes[1].unit.norm().item() == pytest.approx(1.0, rel=1e-5)
     raw = layer_pushes(Steering(vec, [1, 2], 1.0, "raw"), 4)
-    assert raw[1].norm().item() == pytest.approx(1.0, rel=1e-5)
+    assert raw[1].step == pytest.approx(1.0, rel=1e-5)
 
 
 def test_bare_vector_needs_raw_scale():
     vec = random_vector(64, [1], with_stats=False)
     with pytest.raises(ValueError, match="scale='raw'"):
         layer_pushes(Steering(vec, [1], 1.0, "calibrated"), 4)
-    assert layer_pushes(Steering(vec, [1], 1.0, "raw"), 4)[1].norm().item() == pytest.approx(1.0)
+    assert layer_pushes(Steering(vec, [1], 1.0, "raw"), 4)[1].step == pytest.approx(1.0)
 
 
 def test_all_positions_get_the_push_and_hooks_are_removed(tiny_qwen2, ids):
@@ -135,8 +137,8 @@ def test_missing_layer_and_bad_values(tiny_qwen2):
     with pytest.raises(ValueError, match="finite"):
         with steer(tiny_qwen2, Steering(vec, [1], float("nan"))):
             pass
-    with pytest.raises(ValueError, match="position"):
-        with steer(tiny_qwen2, Steering(vec, [1], 1.0, position="middle")):
+    with pytest.raises(ValueError, match="apply_to"):
+        with steer(tiny_qwen2, Steering(vec, [1], 1.0, apply_to="middle")):
             pass
     assert hooks_left(tiny_qwen2.model) == 0
 
@@ -182,3 +184,46 @@ def test_other_threads_are_not_steered(tiny_qwen2, ids):
         mine = block_outputs(tiny_qwen2, ids, [1])[1]
     assert torch.allclose(other["out"], base, atol=1e-6)
     assert not torch.allclose(mine, base, atol=1e-3)
+
+
+def with_projections(vec: SteeringVector, base: float, top: float) -> SteeringVector:
+    for layer in vec.layers:
+        vec.stats[layer].update(baseline_projection=base, gyaru_projection=top)
+    return vec
+
+
+def test_norm_preserving_keeps_each_positions_norm_and_moves_toward_the_direction(tiny_qwen2, ids):
+    vec = random_vector(64, [1])
+    base = block_outputs(tiny_qwen2, ids, [1])[1]
+    with steer(tiny_qwen2, Steering(vec, [1], [0.0, 3.0], "raw", "all", "norm_preserving")):
+        out = block_outputs(tiny_qwen2, torch.cat([ids, ids]), [1])[1]
+    assert torch.allclose(out[0], base[0], atol=1e-5)  # strength 0: untouched
+    assert torch.allclose(out[1].norm(dim=-1), base[0].norm(dim=-1), rtol=1e-4)
+    unit = vec.directions[1]
+    assert ((out[1] @ unit) > (base[0] @ unit)).all()
+
+
+def test_clamp_sets_the_projection_to_its_target_and_zero_is_off(tiny_qwen2, ids):
+    vec = with_projections(random_vector(64, [1, 2]), base=-1.0, top=2.0)
+    base = block_outputs(tiny_qwen2, ids, [1])[1]
+    with steer(tiny_qwen2, Steering(vec, [1, 2], [0.0, 1.5], "calibrated", "all", "clamp")):
+        out = block_outputs(tiny_qwen2, torch.cat([ids, ids]), [1])[1]
+    unit = vec.directions[1]
+    assert torch.allclose(out[0], base[0], atol=1e-5)
+    # standard projection + 1.5 × the gap, at every position: set, not added
+    assert torch.allclose(out[1] @ unit, torch.full((ids.shape[1],), -1.0 + 1.5 * 3.0), atol=1e-4)
+    orthogonal = out[1] - (out[1] @ unit)[:, None] * unit
+    assert torch.allclose(orthogonal, base[0] - (base[0] @ unit)[:, None] * unit, atol=1e-4)
+
+
+def test_clamp_on_a_vector_without_projections_says_what_is_missing(tiny_qwen2):
+    vec = random_vector(64, [1])
+    with pytest.raises(ValueError, match="re-extract"):
+        with steer(tiny_qwen2, Steering(vec, [1], 1.0, "calibrated", "all", "clamp")):
+            pass
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown mode 'push'"):
+        layer_pushes(Steering(random_vector(64, [1]), [1], 1.0, "raw", "all", "push"), 4)

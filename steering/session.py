@@ -1,0 +1,87 @@
+"""The one model a long-running process (the app) shares among all its users: loaded on first use, replaced on
+request, and brought back when a replacement fails — one load at a time, under the session's own lock.
+
+Progress is reported as plain text through an optional callback; download and load bars come from tqdm (which
+Gradio's `gr.Progress(track_tqdm=True)` picks up by itself).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+
+import torch
+
+from .models import BUNDLED, LoadedModel, check_loadable, load_model
+
+LOG = logging.getLogger(__name__)
+
+
+def model_status(loaded: LoadedModel | None) -> str:
+    """One markdown line naming the loaded model and its shape (or saying none is loaded yet)."""
+    if loaded is None:
+        return "モデル未読み込み / no model loaded — the bundled model loads on first use"
+    d = loaded.describe()
+    return (
+        f"**{d['name']}** (`{d['spec']}`) — {d['num_layers']} レイヤー / layers, hidden {d['hidden_size']}, "
+        f"{d['dtype']} on {d['device']}"
+    )
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class ModelSession:
+    """The shared model; `get` and `load` hold the lock, so a load never overlaps another load or a first use."""
+
+    def __init__(self, loaded: LoadedModel | None = None, default: str = BUNDLED):
+        self.lock = threading.Lock()
+        self.loaded = loaded
+        self.default = default  # loaded by get() when nothing is loaded yet
+
+    def status(self) -> str:
+        return model_status(self.loaded)
+
+    def get(self) -> LoadedModel:
+        """The current model; the default one is loaded on first use (never at construction: tests import app)."""
+        with self.lock:
+            if self.loaded is None:
+                self.loaded = load_model(self.default)
+            return self.loaded
+
+    def load(self, spec: str, on_status: Callable[[str], None] | None = None) -> LoadedModel:
+        """Make `spec` the shared model. Raises what loading raised; the previous model is then loaded back."""
+        report = on_status or (lambda text: None)
+        report(f"loading {spec} …")
+        with self.lock:
+            if self.loaded is not None and self.loaded.spec == spec:
+                return self.loaded
+            # What fails without loading (4-bit without CUDA, a missing path) fails here, and everyone keeps the
+            # current model.
+            check_loadable(spec)
+            # Release the old model first so two never sit in memory together; if loading still fails (e.g. the
+            # hub is unreachable), the previous model is loaded back so nobody loses theirs.
+            previous = self.loaded.spec if self.loaded is not None else None
+            self.loaded = None
+            _release_memory()
+            try:
+                self.loaded = load_model(spec)
+            except Exception:
+                self._restore(previous, report)
+                raise
+            return self.loaded
+
+    def _restore(self, spec: str | None, report: Callable[[str], None]) -> None:
+        """Best effort: bring the previous model back after a failed load (else the default loads lazily)."""
+        if spec is None:
+            return
+        report(f"restoring {spec} …")
+        try:
+            self.loaded = load_model(spec)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            LOG.exception("could not restore the previous model %s", spec)

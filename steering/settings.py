@@ -1,0 +1,298 @@
+"""The steering settings people type, parsed in one place for the CLI, the app, `sweep` and `compare`.
+
+    layer spec      '8-20', '3,5,7', '-8--1' (negatives count from the end), or a mix: '0-2,-2--1'
+    layer options   several specs separated by spaces, ';' or '|' ('6-10 10-14 3,5,7'): one sweep row each
+    strengths       numbers separated by commas or spaces ('0,1,2,4')
+
+Bounds are checked on the numbers as written, before any list is built: '0-1000000000000' is refused at once
+instead of filling memory. Empty text is an error naming the argument; only None means "use the default".
+
+Also here: the default language rule, a vector's recommended setting filled in under what the user gave, the
+choice lists a user picks from and the UI ranges. This module imports no torch, so the CLI can build its
+argument parser (choices included) and start quickly; the modules that check a choice import its list from here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .data import CONTRASTS  # noqa: F401 - re-exported: every choice list in one place
+from .style import LANGS
+
+# Choice lists. steer.py keeps its own copies of SCALES / APPLY_TO / MODES for now; tests/test_settings.py checks
+# that they agree.
+SCALES = ("calibrated", "raw")  # strength scales (steer.py explains both)
+APPLY_TO = ("all", "generated", "last")  # where a push applies while generating
+MODES = ("add", "norm_preserving", "clamp")  # how a push changes a hidden state
+METHODS = ("mean_diff", "pca_diff", "pca_center")  # how extraction fits a direction
+READ_POSITIONS = ("last", "mean")  # which reply tokens extraction reads (not where steering applies)
+DEFAULT_READ_POSITION = "mean"  # the evaluation's winner (docs/evaluation.md)
+EXPORT_FORMATS = ("gguf", "safetensors")
+QUANTIZE = ("4bit",)
+# Strength slider (min, max, step) per scale: calibrated 1.0 = one mean difference; raw is a unit vector × strength.
+STRENGTH_RANGE = {"calibrated": (-4.0, 8.0, 0.25), "raw": (-50.0, 200.0, 0.5)}
+# Default strength when a vector recommends none: an audible push on each scale (8.0 raw: the reference's weakest).
+DEFAULT_STRENGTH = {"calibrated": 2.0, "raw": 8.0}
+# Sweep grids: default strengths per scale and layer options; the app's grid limits (each layer option is one
+# batched generate call of strengths × prompts rows; a bigger grid is a job for `python -m steering sweep`).
+SWEEP_STRENGTHS = {"calibrated": "0,1,2,3,4", "raw": "0,4,8,12,16"}
+SWEEP_LAYER_OPTIONS = "6-10 10-14 14-18"
+MAX_SWEEP_OPTIONS, MAX_SWEEP_STRENGTHS = 8, 12
+# `compare`'s dev grid (the study adds strength 0 itself).
+STUDY_LAYER_OPTIONS = "4-8 8-12 12-16 16-20"
+STUDY_STRENGTHS = "1,2,3,4,6"
+# Defaults of a steering setting when neither the user nor the vector's recommended setting gives one.
+DEFAULT_MODE = MODES[0]
+DEFAULT_APPLY_TO = APPLY_TO[0]
+DEFAULT_REPETITION_PENALTY = 1.0
+BAND_HALF_WIDTH = 2  # default layers: the suggested layer ± this many
+
+_PART = re.compile(r"(-?[0-9]+)(?:-(-?[0-9]+))?")
+_OPTION_SEPARATORS = re.compile(r"[\s;|]+")
+_STRENGTH_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+# --------------------------------------------------------------------------------------------- layer specs
+
+
+def _is_blank(text) -> bool:
+    return text is None or not str(text).strip()
+
+
+def _spec_parts(spec: str, what: str) -> list[tuple[int, int]]:
+    """'8-12,3' -> [(8, 12), (3, 3)]: the numbers as written (negatives unresolved), nothing expanded."""
+    compact = "".join(str(spec).split())
+    if not compact:
+        raise ValueError(f"{what}: empty layer spec; give e.g. 8-20, 3,5,7 or -8--1")
+    parts = []
+    for part in compact.split(","):
+        if not part:
+            continue
+        match = _PART.fullmatch(part)
+        if not match:
+            raise ValueError(f"{what}: bad layer spec {spec!r}: {part!r} is not a number or an A-B range")
+        lo = int(match.group(1))
+        parts.append((lo, int(match.group(2)) if match.group(2) is not None else lo))
+    if not parts:
+        raise ValueError(f"{what}: bad layer spec {spec!r}: no layers selected")
+    return parts
+
+
+def check_layer_spec(spec: str, what: str = "layers") -> None:
+    """Refuse a layer spec that is not even well formed (no model needed: ranges are checked by parse_layers)."""
+    _spec_parts(spec, what)
+
+
+def _resolve_layer(layer: int, num_layers: int, spec, what: str) -> int:
+    """A layer number with negatives counted from the end, refused when the model has no such layer."""
+    index = layer + num_layers if layer < 0 else layer
+    if not 0 <= index < num_layers:
+        raise ValueError(
+            f"{what} {spec!r}: layer {layer} is out of range: the model has {num_layers} layers "
+            f"(0..{num_layers - 1}, or -{num_layers}..-1 from the end)"
+        )
+    return index
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """The middle band (the reference used 20–50 of 64): from 1/4 to 3/4 of the depth."""
+    return list(range(num_layers // 4, (3 * num_layers) // 4 + 1))
+
+
+def _items(spec, num_layers: int, what: str) -> Iterable[tuple[int, int]]:
+    """(first, last) runs of a spec in any accepted form; a range is checked by its ends, never iterated."""
+    if isinstance(spec, bool):
+        raise ValueError(f"{what}: bad layer spec {spec!r}: expected a layer number, a list or a string like 8-20")
+    if isinstance(spec, int):
+        return [(spec, spec)]
+    if isinstance(spec, range):
+        if not spec:
+            raise ValueError(f"{what}: bad layer spec {spec!r}: no layers selected")
+        _resolve_layer(min(spec[0], spec[-1]), num_layers, spec, what)
+        _resolve_layer(max(spec[0], spec[-1]), num_layers, spec, what)
+        return [(layer, layer) for layer in spec]  # both ends fit: at most 2 × num_layers items
+    if isinstance(spec, (list, tuple)):
+        try:
+            return [(int(x), int(x)) for x in spec]
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}: bad layer spec {spec!r}: not a list of layer numbers") from None
+    return _spec_parts(str(spec), what)
+
+
+def parse_layers(spec: str | int | Sequence[int] | range | None, num_layers: int, what: str = "layers") -> list[int]:
+    """Layer selection: '8-20', '8,10,12', '-4--1', 12, a list or range; negatives count from the end.
+
+    Sorted and without repeats. None gives the default middle band; an empty string is an error naming `what`
+    (the argument, e.g. '--layers'). Every number is range-checked before a range is expanded.
+    """
+    if spec is None:
+        return default_layers(num_layers)
+    chosen: set[int] = set()
+    for first, last in _items(spec, num_layers, what):
+        lo, hi = _resolve_layer(first, num_layers, spec, what), _resolve_layer(last, num_layers, spec, what)
+        if lo > hi:
+            raise ValueError(f"{what}: bad layer spec {spec!r}: the range {first}-{last} runs backwards")
+        chosen.update(range(lo, hi + 1))
+    if not chosen:
+        raise ValueError(f"{what}: bad layer spec {spec!r}: no layers selected")
+    return sorted(chosen)
+
+
+def format_layers(layers: Iterable[int]) -> str:
+    """'8-12' for a contiguous run of 2+, else '3,5,9' (what parse_layers reads back)."""
+    layers = sorted(layers)
+    if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
+# --------------------------------------------------------------------------------------------- option lists
+
+
+def parse_layer_options(
+    text: str | None, what: str = "layer options", max_count: int | None = None, num_layers: int | None = None
+) -> list[str]:
+    """'6-10 10-14;3,5,7' -> ['6-10', '10-14', '3,5,7']: options separated by spaces, ';' or '|' (commas stay
+    inside one option). Each option's syntax is checked, and its range too when num_layers is given."""
+    if _is_blank(text):
+        raise ValueError(f"{what}: empty; write at least one layer option, e.g. {SWEEP_LAYER_OPTIONS}")
+    options = [part.strip(",") for part in _OPTION_SEPARATORS.split(str(text)) if part.strip(",")]
+    if not options:
+        raise ValueError(f"{what}: no layer option in {text!r}; write e.g. {SWEEP_LAYER_OPTIONS}")
+    if max_count is not None and len(options) > max_count:
+        raise ValueError(f"{what}: {len(options)} layer options, at most {max_count} here")
+    for option in options:
+        if num_layers is None:
+            _spec_parts(option, what)
+        else:
+            parse_layers(option, num_layers, what)
+    return options
+
+
+def parse_strengths(text: str | None, what: str = "strengths", max_count: int | None = None) -> list[float]:
+    """'0,1,2,3,4' (commas or spaces) -> [0.0, 1.0, 2.0, 3.0, 4.0]; repeats dropped, order kept, all finite."""
+    if _is_blank(text):
+        raise ValueError(f"{what}: empty; write at least one strength, e.g. {SWEEP_STRENGTHS['calibrated']}")
+    values: dict[float, None] = {}  # a dict keeps order and finds repeats in O(1)
+    for part in _STRENGTH_SEPARATORS.split(str(text)):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{what}: strength {part!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{what}: strength {part!r} is not a finite number")
+        values[value] = None
+        if max_count is not None and len(values) > max_count:  # checked while reading: a huge list stops early
+            raise ValueError(f"{what}: more than {max_count} strengths, at most {max_count} here")
+    if not values:
+        raise ValueError(f"{what}: no strength in {text!r}; write e.g. {SWEEP_STRENGTHS['calibrated']}")
+    return list(values)
+
+
+# --------------------------------------------------------------------------------------------- language
+
+
+def model_lang(model_spec: str | None) -> str:
+    """The language a model is taken to speak: English for the bundled SmolLM2 (it answers Japanese in English),
+    Japanese for any other model (this is a gyaru studio)."""
+    from .models import BUNDLED  # here, not at the top: models imports torch
+
+    return "en" if model_spec in (None, BUNDLED) else "ja"
+
+
+def default_lang(recorded: str | None, model_spec: str | None) -> str:
+    """The one language rule: the vector's or dataset's recorded language, else the loaded model's."""
+    return recorded if recorded in LANGS else model_lang(model_spec)
+
+
+# --------------------------------------------------------------------------------------------- defaults
+
+
+@dataclass(frozen=True)
+class SteerSetting:
+    """A complete steering setting: each value from the user, else the vector's recommended one, else a default."""
+
+    layers: str
+    strength: float
+    scale: str
+    mode: str
+    apply_to: str
+    repetition_penalty: float
+
+
+def center_layer(vector) -> int:
+    """The vector's suggested layer, else the middle of the layers it has."""
+    suggested = vector.meta.suggested_layer
+    return suggested if suggested is not None else vector.layers[len(vector.layers) // 2]
+
+
+def default_band(vector) -> str:
+    """The suggested layer ± BAND_HALF_WIDTH (those the vector has), else all its layers."""
+    center = center_layer(vector)
+    band = [x for x in range(center - BAND_HALF_WIDTH, center + BAND_HALF_WIDTH + 1) if x in vector.directions]
+    return format_layers(band or vector.layers)
+
+
+def default_layer_options(vector) -> str:
+    """Three 5-layer bands around the suggested layer (those the vector has), e.g. '8-12 12-16 16-20'."""
+    center = center_layer(vector)
+    options: list[str] = []
+    for low in (center - 6, center - 2, center + 2):
+        band = [layer for layer in range(low, low + 5) if layer in vector.directions]
+        if band and format_layers(band) not in options:
+            options.append(format_layers(band))
+    return " ".join(options) or format_layers(vector.layers)
+
+
+def default_scale(vector) -> str:
+    """Calibrated when the vector has its mean-difference norms (a sidecar), else raw (the only one that works)."""
+    return "calibrated" if vector.calibrated else "raw"
+
+
+def _given(value, name: str, cli: bool):
+    """None stays None (not given); a blank string is an error naming the argument, not a silent default."""
+    if isinstance(value, str):
+        if not value.strip():
+            arg = "--" + name.replace("_", "-") if cli else name
+            raise ValueError(f"{arg}: empty; leave it out to use the vector's recommended setting")
+        return value.strip()
+    return value
+
+
+def _first(*values):
+    """The first value that is not None."""
+    return next((v for v in values if v is not None), None)
+
+
+def resolve_setting(
+    vector,
+    layers: str | None = None,
+    strength: float | None = None,
+    scale: str | None = None,
+    mode: str | None = None,
+    apply_to: str | None = None,
+    repetition_penalty: float | None = None,
+    cli: bool = False,
+) -> SteerSetting:
+    """Fill in what the user left out (None) from vector.meta.recommended, else the defaults above.
+
+    cli=True names arguments as flags in errors ('--layers: empty').
+    """
+    from .metadata import Recommended  # here, not at the top: metadata imports this module
+
+    rec = vector.meta.recommended or Recommended()
+    scale = _first(_given(scale, "scale", cli), rec.scale if rec.scale in SCALES else None, default_scale(vector))
+    strength = _first(strength, rec.strength, DEFAULT_STRENGTH.get(scale, DEFAULT_STRENGTH["calibrated"]))
+    return SteerSetting(
+        layers=_first(_given(layers, "layers", cli), rec.layers, default_band(vector)),
+        strength=float(strength),
+        scale=scale,
+        mode=_first(_given(mode, "mode", cli), rec.mode, DEFAULT_MODE),
+        apply_to=_first(_given(apply_to, "apply_to", cli), rec.apply_to, DEFAULT_APPLY_TO),
+        repetition_penalty=float(_first(repetition_penalty, rec.repetition_penalty, DEFAULT_REPETITION_PENALTY)),
+    )

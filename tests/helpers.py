@@ -1,0 +1,27 @@
+"""Test helpers that read torch internals (kept out of the library: only tests use them)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def hooks_left(model: torch.nn.Module) -> int:
+    """How many forward (and forward-pre) hooks remain anywhere in the model: 0 after every steering call."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def pair_line(i: int) -> str:
+    """One long English contrast pair as a JSONL line (about 440 bytes)."""
+    import json
+
+    standard = f"Entry {i}: I went to work as usual today, and the meeting in the afternoon was rather long. " * 2
+    gyaru = f"Entry {i}: OMG bestie, work was sooo long today, like, that meeting literally took forever! " * 2
+    return json.dumps({"id": f"e{i:05d}", "topic": "Life", "standard": standard.strip(), "gyaru": gyaru.strip()})
+
+
+def write_big_jsonl(path, lines: int = 20_000):
+    """`lines - 1` valid pairs, then a broken last line that only a reader of the whole file meets."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(pair_line(i) + "\n" for i in range(1, lines))
+        f.write('{"standard": "the file was cut off here", "gyaru": \n')
+    return path

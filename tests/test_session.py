@@ -1,0 +1,157 @@
+"""steering.session: the shared model — lazy first load, replacement, the previous model back after a failed
+load, and one load at a time. Loading is faked with the tiny random models from conftest; the one real load is
+marked slow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from steering import session as session_module
+from steering.models import ModelLoadError
+from steering.session import ModelSession, model_status
+
+
+@pytest.fixture
+def fake_models(monkeypatch, make_tiny):
+    """load_model returns a tiny model per spec ('broken/...' fails like an unreachable hub id); every call is
+    recorded. check_loadable refuses 'refused/...' the way it refuses 4-bit without CUDA."""
+    models = {spec: make_tiny("qwen2", name=spec) for spec in ("bundled", "model-a", "model-b")}
+    calls: list[str] = []
+
+    def load_model(spec):
+        calls.append(spec)
+        if spec.startswith("broken/"):
+            raise ModelLoadError(f"could not load model {spec!r}: offline")
+        return models[spec]
+
+    def check_loadable(spec):
+        if spec.startswith("refused/"):
+            raise ModelLoadError(f"{spec}: 4-bit loading needs CUDA")
+
+    monkeypatch.setattr(session_module, "load_model", load_model)
+    monkeypatch.setattr(session_module, "check_loadable", check_loadable)
+    return models, calls
+
+
+def test_nothing_loads_until_first_use_then_the_default(fake_models):
+    models, calls = fake_models
+    shared = ModelSession()
+    assert shared.loaded is None and calls == []
+    assert shared.get() is models["bundled"] and shared.get() is models["bundled"]
+    assert calls == ["bundled"]
+
+
+def test_load_replaces_the_model_and_the_same_spec_is_not_reloaded(fake_models):
+    models, calls = fake_models
+    shared = ModelSession(loaded=models["model-a"])
+    status: list[str] = []
+    assert shared.load("model-b", on_status=status.append) is models["model-b"]
+    assert shared.get() is models["model-b"] and status == ["loading model-b …"]
+    assert shared.load("model-b") is models["model-b"]
+    assert calls == ["model-b"]
+
+
+def test_a_failed_load_brings_the_previous_model_back(fake_models):
+    models, calls = fake_models
+    shared = ModelSession(loaded=models["model-a"])
+    status: list[str] = []
+    with pytest.raises(ModelLoadError, match="offline"):
+        shared.load("broken/model", on_status=status.append)
+    assert shared.loaded is models["model-a"]
+    assert calls == ["broken/model", "model-a"]
+    assert status == ["loading broken/model …", "restoring model-a …"]
+
+
+def test_a_refused_spec_never_touches_the_current_model(fake_models):
+    models, calls = fake_models
+    shared = ModelSession(loaded=models["model-a"])
+    with pytest.raises(ModelLoadError, match="needs CUDA"):
+        shared.load("refused/4bit")
+    assert shared.loaded is models["model-a"] and calls == []
+
+
+def test_a_failed_first_load_leaves_the_default_for_later(fake_models):
+    models, calls = fake_models
+    shared = ModelSession()
+    with pytest.raises(ModelLoadError):
+        shared.load("broken/model")
+    assert shared.loaded is None
+    assert shared.get() is models["bundled"] and calls == ["broken/model", "bundled"]
+
+
+def test_concurrent_loads_run_one_at_a_time(fake_models, monkeypatch):
+    models, _ = fake_models
+    inner = session_module.load_model
+    running, overlaps, order = [0], [], []
+
+    def slow_load(spec):
+        running[0] += 1
+        overlaps.append(running[0])
+        time.sleep(0.05)  # long enough for the other threads to arrive while this load runs
+        order.append(spec)
+        running[0] -= 1
+        return inner(spec)
+
+    monkeypatch.setattr(session_module, "load_model", slow_load)
+    shared = ModelSession()
+    threads = [threading.Thread(target=shared.load, args=(spec,)) for spec in ("model-a", "model-b", "model-a")]
+    threads.append(threading.Thread(target=shared.get))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(order) >= 2 and max(overlaps) == 1, "two loads ran at the same time"
+    assert shared.loaded is models[order[-1]]  # the session holds what the last load produced
+
+
+def test_use_during_a_load_waits_for_the_new_model(fake_models, monkeypatch):
+    """While the old model is released and the new one loads, get() must wait, not load the default."""
+    models, calls = fake_models
+    inner, started = session_module.load_model, threading.Event()
+
+    def slow_load(spec):
+        started.set()
+        time.sleep(0.1)
+        return inner(spec)
+
+    monkeypatch.setattr(session_module, "load_model", slow_load)
+    shared = ModelSession(loaded=models["model-a"])
+    loader = threading.Thread(target=shared.load, args=("model-b",))
+    loader.start()
+    assert started.wait(10)
+    assert shared.get() is models["model-b"]
+    loader.join(10)
+    assert calls == ["model-b"]
+
+
+def test_model_status_names_the_model(tiny_qwen2):
+    assert model_status(None).startswith("モデル未読み込み / no model loaded")
+    assert model_status(tiny_qwen2) == (
+        "**tiny-qwen2** (`tiny-qwen2`) — 4 レイヤー / layers, hidden 64, float32 on cpu"
+    )
+    assert ModelSession(loaded=tiny_qwen2).status() == model_status(tiny_qwen2)
+
+
+def test_the_library_never_imports_gradio(repo_root, cli_env):
+    """session, catalog, plots and tables serve the app, yet import without gradio."""
+    code = (
+        "import sys, steering.session, steering.catalog, steering.plots, steering.tables, steering.report; "
+        "sys.exit('gradio' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, env=cli_env, timeout=300)
+    assert done.returncode == 0, "a library module imported gradio"
+
+
+@pytest.mark.slow
+def test_the_real_bundled_model_survives_a_missing_path(tmp_path):
+    shared = ModelSession()
+    loaded = shared.load("bundled")
+    assert loaded.spec == "bundled" and shared.get() is loaded
+    with pytest.raises(ModelLoadError, match="not found"):
+        shared.load(str(tmp_path / "no-such-model.gguf"))
+    assert shared.loaded is loaded

@@ -1,0 +1,113 @@
+"""Running settings on a model: batched groups equal solo runs, cut = shorter run, perplexity ratios, recommend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steering.generate import GenerationSettings, generate_rows
+from steering.steer import Steering
+from steering.sweep import (
+    Setting,
+    SweepCell,
+    cells_table,
+    cut,
+    generate_settings,
+    judge_grid,
+    recommend,
+    sweep,
+)
+from steering.vectors import SteeringVector
+
+PROMPTS = ["Hi! How are you today?", "What should I cook tonight?"]
+
+
+@pytest.fixture
+def vector() -> SteeringVector:
+    gen = torch.Generator().manual_seed(1)
+    directions = {layer: torch.nn.functional.normalize(torch.randn(64, generator=gen), dim=0) for layer in (1, 2)}
+    stats = {
+        layer: {"mean_diff_norm": 3.0, "residual_norm": 10.0, "gyaru_projection": 2.0, "baseline_projection": -1.0}
+        for layer in (1, 2)
+    }
+    return SteeringVector(directions, {"model": "tiny-qwen2"}, stats)
+
+
+def conversations():
+    return [[{"role": "user", "content": p}] for p in PROMPTS]
+
+
+def test_each_setting_gets_what_a_solo_run_gives(tiny_qwen2, vector):
+    settings = [
+        Setting("1-2", 0.0, repetition_penalty=1.1),
+        Setting("1-2", 4.0, repetition_penalty=1.1),
+        Setting("1-2", 2.0, mode="clamp", apply_to="generated", repetition_penalty=1.1),
+    ]
+    out = generate_settings(tiny_qwen2, vector, conversations(), settings, max_new_tokens=6)
+    for setting in settings:
+        solo = generate_rows(
+            tiny_qwen2,
+            conversations(),
+            [setting.strength] * 2,
+            Steering(vector, setting.layers, 0.0, setting.scale, setting.apply_to, setting.mode),
+            GenerationSettings(max_new_tokens=6, repetition_penalty=1.1),
+        )
+        assert out[setting].texts == solo.texts, setting
+        assert [len(ids) for ids in out[setting].token_ids] == solo.token_counts
+    assert out[settings[0]].texts != out[settings[1]].texts
+
+
+def test_a_cut_reply_equals_a_shorter_greedy_run(tiny_qwen2, vector):
+    setting = Setting("1-2", 3.0)
+    long = generate_settings(tiny_qwen2, vector, conversations(), [setting], max_new_tokens=10)[setting]
+    short = generate_settings(tiny_qwen2, vector, conversations(), [setting], max_new_tokens=4)[setting]
+    assert cut(tiny_qwen2, long, 4).texts == short.texts
+
+
+def test_sweep_covers_the_grid_and_rates_perplexity_against_plain(tiny_qwen2, vector):
+    seen = []
+    cells = sweep(
+        tiny_qwen2,
+        vector,
+        PROMPTS,
+        ["1", "1-2"],
+        [0.0, 3.0],
+        "en",
+        max_new_tokens=5,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert [(c.layers, c.strength) for c in cells] == [([1], 0.0), ([1], 3.0), ([1, 2], 0.0), ([1, 2], 3.0)]
+    assert cells[0].summary is cells[2].summary  # strength 0 is one plain run whatever the layers
+    assert cells[0].summary["perplexity_ratio"] == pytest.approx(1.0)
+    assert all(c.summary["perplexity_ratio"] > 0 for c in cells)
+    assert seen[-1][0] == seen[-1][1] == 3 * len(PROMPTS)  # per row, not per layer option
+    row = cells_table(cells)[1]
+    assert row["layers"] == "1" and row["mode"] == "add" and "broken_examples" not in row
+
+
+def cell(strength, markers, broken, ratio, mode="add") -> SweepCell:
+    summary = {"marker_share": markers, "broken_share": broken, "perplexity_ratio": ratio, "style": markers}
+    return SweepCell(Setting("1-2", strength, mode=mode), [1, 2], summary)
+
+
+def test_recommend_takes_the_most_gal_readable_cell():
+    cells = [
+        cell(0.0, 0.1, 0.0, 1.0),
+        cell(2.0, 0.5, 0.0, 1.5),
+        cell(3.0, 0.9, 0.10, 1.8),  # too often broken
+        cell(4.0, 0.95, 0.0, 3.0),  # too far from plain fluency
+        cell(2.5, 0.7, 0.05, 2.5, mode="clamp"),  # both limits met exactly
+    ]
+    best = recommend(cells)
+    assert best.strength == 2.5 and best.setting.mode == "clamp"
+    assert recommend([cell(0.0, 0.5, 0.0, 1.0), cell(2.0, 0.5, 0.0, 1.1)]) is None  # no more gal than plain
+
+
+def test_judge_grid_sets_ratios_per_repetition_penalty(tiny_qwen2, vector):
+    settings = [Setting("1", 0.0, repetition_penalty=rp) for rp in (1.0, 1.3)] + [
+        Setting("1", 2.0, repetition_penalty=1.3)
+    ]
+    cells = judge_grid(tiny_qwen2, generate_settings(tiny_qwen2, vector, conversations(), settings, 4), "en")
+    plain13 = next(c for c in cells if c.setting == settings[1]).summary["perplexity"]
+    steered = next(c for c in cells if c.setting == settings[2]).summary
+    assert steered["perplexity_ratio"] == pytest.approx(steered["perplexity"] / plain13)
