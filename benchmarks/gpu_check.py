@@ -1,4 +1,4 @@
-"""GPU path check, for a machine with CUDA (not run by CI; no GPU was lent to the session that wrote it).
+"""GPU path check, for a machine with CUDA (not run by CI; not yet run on a GPU).
 
     python benchmarks/gpu_check.py
 

@@ -16,7 +16,7 @@ from transformers import DynamicCache
 
 from .models import LoadedModel, base_model
 from .settings import READ_POSITIONS as POSITIONS
-from .settings import parse_layers
+from .settings import check_int, parse_layers
 from .templates import Rendered, render_reply
 
 ProgressFn = Callable[[int, int], None]  # (texts done, texts total)
@@ -65,11 +65,11 @@ class _Pass:
     repeat: int = 1  # a prefix pass stands for this many texts (their norm statistics)
 
 
-def _read_rows(hidden: torch.Tensor, batch: _Pass, position: str) -> torch.Tensor:
+def _read_rows(hidden: torch.Tensor, batch: _Pass, read_position: str) -> torch.Tensor:
     rows = []
     for row, (r, off) in enumerate(zip(batch.items, batch.offsets)):
         off -= batch.start  # the hidden states begin after the cached prefix
-        if position == "last":
+        if read_position == "last":
             rows.append(hidden[row, off + r.last].float())
         else:
             idx = torch.tensor(r.content, device=hidden.device) + off
@@ -98,7 +98,7 @@ def capture(
     loaded: LoadedModel,
     texts: Sequence[str],
     layers: Sequence[int],
-    position: str = "last",
+    read_position: str = "last",
     topics: Sequence[str | None] | None = None,
     lang: str = "en",
     batch_size: int = 16,
@@ -108,8 +108,10 @@ def capture(
     rendered: Sequence[Rendered] | None = None,
 ) -> Capture:
     """Hidden states at `layers` for each text templated as an assistant reply (see templates.py)."""
-    if position not in POSITIONS:
-        raise ValueError(f"unknown read position {position!r}: expected one of {', '.join(POSITIONS)}")
+    if read_position not in POSITIONS:
+        raise ValueError(f"unknown read position {read_position!r}: expected one of {', '.join(POSITIONS)}")
+    # (a batch size below 1 would skip every batch and return the uninitialised rows of torch.empty)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     layers = parse_layers(list(layers), loaded.num_layers)  # sorted, unique, negatives resolved, range-checked
     if rendered is None:
         topics = topics or [None] * len(texts)
@@ -129,7 +131,7 @@ def capture(
                 return
             hidden, batch = block_output(output), current["pass"]
             if batch.rows is not None:
-                states[layer][batch.rows] = _read_rows(hidden, batch, position)
+                states[layer][batch.rows] = _read_rows(hidden, batch, read_position)
             norms[layer].append(_token_norms(hidden, batch))
             if layer == layers[-1]:
                 raise _StopForward

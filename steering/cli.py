@@ -9,47 +9,23 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .cli_eval import add_eval_commands
+from .cli_eval import progress_bar as _progress_bar
 from .settings import (
     APPLY_TO,
     CONTRASTS,
     DEFAULT_APPLY_TO,
     DEFAULT_READ_POSITION,
     EXPORT_FORMATS,
-    LANGS,
     METHODS,
     MODES,
     QUANTIZE,
     READ_POSITIONS,
     SCALES,
-    STUDY_LAYER_OPTIONS,
-    STUDY_STRENGTHS,
-    SWEEP_LAYER_OPTIONS,
-    SWEEP_STRENGTHS,
     check_layer_spec,
-    default_lang,
-    format_layers,
-    parse_layer_options,
-    parse_strengths,
     resolve_setting,
 )
 from .tables import layer_table
-
-
-def _progress_bar(desc: str):
-    """A tqdm bar on stderr driven by (done, total) callbacks."""
-    from tqdm import tqdm
-
-    bar = {"bar": None}
-
-    def update(done: int, total: int) -> None:
-        if bar["bar"] is None:
-            bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
-        bar["bar"].n = done
-        bar["bar"].refresh()
-        if done >= total:
-            bar["bar"].close()
-
-    return update
 
 
 def cmd_extract(args) -> int:
@@ -76,7 +52,7 @@ def cmd_extract(args) -> int:
         contrast=args.contrast,
         layers=args.layers,
         method=args.method,
-        position=args.position,
+        read_position=args.read_position,
         max_pairs=args.max_pairs,
         heldout_fraction=args.heldout,
         seed=args.seed,
@@ -215,12 +191,15 @@ def cmd_generate(args) -> int:
         args.apply_to,
         args.repetition_penalty,
         cli=True,
+        half_life=args.half_life,
     )
     check_layer_spec(setting.layers, "--layers")  # a typo fails before the model loads
     strength, penalty = setting.strength, setting.repetition_penalty
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
     check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)  # "made for another model" comes first
-    steering = Steering(vector, setting.layers, strength, setting.scale, apply_to=setting.apply_to, mode=setting.mode)
+    steering = Steering(
+        vector, setting.layers, strength, setting.scale, setting.apply_to, setting.mode, setting.half_life
+    )
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -239,6 +218,7 @@ def cmd_generate(args) -> int:
         "scale": setting.scale,
         "apply_to": setting.apply_to,
         "mode": setting.mode,
+        "half_life": setting.half_life,
         **settings.__dict__,
     }
     for prompt in prompts:
@@ -294,130 +274,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
-    from .data import load_prompts
-    from .evaluate import cells_table, recommend, sweep
-    from .metadata import Recommended
-    from .models import load_model
-    from .vector_files import load_vector, save_vector
-
-    options = parse_layer_options(args.layers, "--layers")
-    given = args.strengths if args.strengths is not None else SWEEP_STRENGTHS[args.scale]  # '' is an error
-    strengths = parse_strengths(given, "--strengths")
-    vector = load_vector(args.vector)
-    lang = default_lang(vector.meta.lang, args.model)
-    prompts = load_prompts(args.prompts or lang)[: args.max_prompts]
-    loaded = load_model(args.model)
-    cells = sweep(
-        loaded,
-        vector,
-        prompts,
-        options,
-        strengths,
-        lang,
-        args.scale,
-        args.apply_to,
-        args.max_new_tokens,
-        args.system,
-        progress=None if args.json else _progress_bar("sweep"),
-        repetition_penalty=args.repetition_penalty,
-    )
-    best = recommend(cells)
-    rec = (
-        Recommended(
-            layers=format_layers(best.layers),
-            strength=best.strength,
-            scale=args.scale,
-            apply_to=args.apply_to,
-            repetition_penalty=args.repetition_penalty,
-        )
-        if best
-        else None
-    )
-    if args.report:
-        from .report import write_report
-
-        for path in write_report(cells, args.report, f"sweep_{vector.name}", f"Sweep: {vector.name}"):
-            print(f"wrote {path}", file=sys.stderr)
-    if args.recommend and rec and vector.path and vector.path.suffix == ".pt":
-        vector.meta.recommended = rec
-        save_vector(vector, vector.path, overwrite=True)
-    rec_dict = rec.to_dict() if rec else None
-    if args.json:
-        print(json.dumps({"cells": cells_table(cells), "recommended": rec_dict}, ensure_ascii=False))
-    else:
-        for row in cells_table(cells):
-            print(
-                f"layers {row['layers']:>6}  strength {row['strength']:5g}  style {row['style']:6.2f}  "
-                f"markers {row['marker_share']:4.0%}  broken {row['broken_share']:4.0%}"
-            )
-        print(f"recommended: {rec_dict}")
-    return 0
-
-
-def cmd_compare(args) -> int:
-    from .compare import run_study, save_study, study_markdown
-    from .metadata import Recommended
-    from .models import load_model
-    from .report import write_report
-    from .vector_files import save_vector
-
-    options = parse_layer_options(args.layers, "--layers")  # a typo fails before the model loads
-    strengths = parse_strengths(args.strengths, "--strengths")
-    loaded = load_model(args.model)
-    command = f"python -m steering compare {' '.join(sys.argv[2:])}"
-    for lang in args.lang:
-        kwargs = (
-            {"methods": [METHODS[0]], "contrasts": [CONTRASTS[0]], "positions": [DEFAULT_READ_POSITION]}
-            if args.quick
-            else {}
-        )
-        study = run_study(
-            loaded,
-            lang,
-            options,
-            strengths,
-            args.dev,
-            args.test,
-            args.max_new_tokens,
-            repetition_penalty=args.repetition_penalty,
-            log=lambda m: print(m, file=sys.stderr),
-            **kwargs,
-        )
-        save_study(study, args.report)
-        section = study_markdown(study, loaded.name) + f"\nMeasured with `{command}`.\n"
-        if study.best_vector is not None:
-            best = study.best_vector.meta
-            best_key = f"{best.method}/{best.contrast}/{best.position}"
-            stem = f"sweep_{lang}"
-            write_report(study.sweeps[best_key], args.report, stem, f"Dev sweep of the best vector ({best_key})")
-            section += (
-                f"\nDev sweep of the best vector ({best_key}): [table]({stem}.md)\n\n"
-                f"![style]({stem}_style.png) ![broken]({stem}_broken_share.png)\n"
-            )
-            if args.ship:
-                study.best_vector.meta.recommended = Recommended.from_dict(study.best_setting)
-                name = "gal_en" if lang == "en" else f"gyaru_{lang}"
-                out = Path(args.ship) / f"{loaded.name.lower()}_{name}.pt"
-                save_vector(study.best_vector, out, overwrite=True)
-                print(f"shipped {out} with recommended {study.best_setting}", file=sys.stderr)
-        (args.report / f"evaluation_{lang}.md").write_text(section, encoding="utf-8")
-    header = (
-        "# Evaluation\n\nStyle and breakage are judged from the reply text (steering/evaluate.py), never from the "
-        "model's own projection onto the vector. One section per language; each says the command that measured it."
-        "\n\n"
-    )
-    # A hand-written reading of the numbers (docs/evaluation_summary.md) goes first when it exists.
-    # A hand-written reading of the numbers (evaluation_summary.md) comes first when there is one.
-    parts = ("summary", "en", "ja")
-    sections = [
-        p.read_text(encoding="utf-8") for part in parts if (p := args.report / f"evaluation_{part}.md").exists()
-    ]
-    (args.report / "evaluation.md").write_text(header + "\n".join(sections), encoding="utf-8")
-    print(f"wrote {args.report / 'evaluation.md'}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steering", description="Gyaru steering vectors: extract, inspect, steer.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -430,10 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="e.g. 8-20, 3,5,7 or -8--1 (default: the middle half)")
     p.add_argument("--method", default=METHODS[0], choices=METHODS)
     p.add_argument(
-        "--position",
+        "--read-position",
+        "--position",  # the old name, still accepted
+        dest="read_position",
         default=DEFAULT_READ_POSITION,
         choices=READ_POSITIONS,
-        help="mean over the reply tokens (default: worked best, docs/evaluation.md) or its last token",
+        help="which reply tokens extraction reads: their mean (default: worked best, docs/evaluation.md) or the last "
+        "one (--position: the old name)",
     )
     p.add_argument("--max-pairs", type=int, default=None)
     p.add_argument("--heldout", type=float, default=0.2, help="share of pairs held out for accuracy/AUC")
@@ -483,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where the push applies (--position: the old name); default: the vector's recommended, else "
         f"{DEFAULT_APPLY_TO}",
     )
+    p.add_argument(
+        "--half-life",
+        type=float,
+        default=None,
+        help="tokens over which the strength halves during a reply (default: the vector's recommended, else constant)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -511,44 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("sweep", help="layer x strength grid over prompts: style and breakage, heatmaps, report")
-    p.add_argument("--model", default="bundled")
-    p.add_argument("--vector", required=True, type=Path)
-    p.add_argument("--prompts", default=None, help="prompt file (default: the vector's language set)")
-    p.add_argument("--max-prompts", type=int, default=16)
-    p.add_argument(
-        "--layers",
-        default=SWEEP_LAYER_OPTIONS,
-        help="layer options separated by spaces or ';', each a spec like 8-12, 3,5,7 or -8--1",
-    )
-    p.add_argument(
-        "--strengths",
-        default=None,
-        help=f"comma-separated, e.g. 0,1,2,4 (default: {SWEEP_STRENGTHS['calibrated']} calibrated, "
-        f"{SWEEP_STRENGTHS['raw']} raw)",
-    )
-    p.add_argument("--scale", default=SCALES[0], choices=SCALES)
-    p.add_argument("--apply-to", "--position", dest="apply_to", default=DEFAULT_APPLY_TO, choices=APPLY_TO)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--system", default=None, help="system prompt (e.g. a 'talk like a gal' baseline)")
-    p.add_argument("--repetition-penalty", type=float, default=1.3)
-    p.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON, heatmaps and a markdown summary")
-    p.add_argument("--recommend", action="store_true", help="write the recommended setting into the vector's .json")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("compare", help="the evaluation study: methods x contrasts x positions vs baselines")
-    p.add_argument("--model", default="bundled")
-    p.add_argument("--lang", nargs="+", default=["en"], choices=LANGS)
-    p.add_argument("--layers", default=STUDY_LAYER_OPTIONS, help="layer options separated by spaces or ';'")
-    p.add_argument("--strengths", default=STUDY_STRENGTHS, help="comma-separated (0 is always added)")
-    p.add_argument("--dev", type=int, default=12, help="prompts used to choose settings")
-    p.add_argument("--test", type=int, default=32, help="other prompts every reported number comes from")
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--repetition-penalty", type=float, default=1.3, help="for every case, plain included")
-    p.add_argument("--quick", action="store_true", help="only mean_diff / gyaru-vs-standard / mean")
-    p.add_argument("--report", type=Path, default=Path("docs"))
-    p.add_argument("--ship", default=None, help="save each language's best vector (with its recommended setting) here")
-    p.set_defaults(func=cmd_compare)
+    add_eval_commands(sub)
     return parser
 
 

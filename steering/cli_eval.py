@@ -18,15 +18,18 @@ from .settings import (
     SCALES,
     SWEEP_LAYER_OPTIONS,
     SWEEP_STRENGTHS,
+    check_layer_spec,
     default_lang,
     parse_layer_options,
+    parse_penalties,
     parse_strengths,
 )
 
+STUDY_APPLY_TO = ("all", "generated")  # the study compares the two that steer every generated token
 STUDY_VECTOR_LAYERS = "10-22"  # the layers the study's vector (and the shipped one) carries
 
 
-def _progress_bar(desc: str):
+def progress_bar(desc: str):
     """A tqdm bar on stderr driven by (done, total) callbacks."""
     from tqdm import tqdm
 
@@ -78,7 +81,7 @@ def cmd_sweep(args) -> int:
         args.apply_to,
         args.max_new_tokens,
         args.system,
-        progress=None if args.json else _progress_bar("sweep"),
+        progress=None if args.json else progress_bar("sweep"),
         repetition_penalty=args.repetition_penalty,
         mode=args.mode,
     )
@@ -127,7 +130,7 @@ def _study_plan(args, lang: str):
         args.layers,
         strengths=strengths,
         apply_to=tuple(args.apply_to),
-        repetition_penalties=tuple(parse_strengths(args.repetition_penalties, "--repetition-penalties")),
+        repetition_penalties=tuple(parse_penalties(args.repetition_penalties, "--repetition-penalties")),
         dev=args.dev,
         test=args.test,
     )
@@ -154,6 +157,8 @@ def cmd_compare(args) -> int:
     from .pipeline import extract_from_dataset
     from .study import run_study, study_json, study_markdown
 
+    check_layer_spec(args.layers, "--layers")  # a typo fails before the model loads
+    plans = {lang: _study_plan(args, lang) for lang in args.lang}
     loaded = load_model(args.model)
     args.report.mkdir(parents=True, exist_ok=True)
     command = f"python -m steering compare {' '.join(sys.argv[2:])}"
@@ -161,7 +166,7 @@ def cmd_compare(args) -> int:
         vector, _ = extract_from_dataset(
             loaded, BUNDLED[lang], CONTRASTS[0], STUDY_VECTOR_LAYERS, METHODS[0], DEFAULT_READ_POSITION
         )
-        study = run_study(loaded, vector, _study_plan(args, lang), log=lambda m: print(m, file=sys.stderr))
+        study = run_study(loaded, vector, plans[lang], log=lambda m: print(m, file=sys.stderr))
         atomic_write_text(
             args.report / f"evaluation_{lang}.json", json.dumps(study_json(study), ensure_ascii=False, indent=1)
         )
@@ -220,7 +225,7 @@ def add_eval_commands(sub) -> None:
     p.add_argument("--lang", nargs="+", default=["en"], choices=LANGS)
     p.add_argument("--layers", default="12-16", help="the layers every setting steers")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--apply-to", nargs="+", default=["all", "generated"], choices=APPLY_TO)
+    p.add_argument("--apply-to", nargs="+", default=list(STUDY_APPLY_TO), choices=APPLY_TO)
     p.add_argument("--repetition-penalties", default="1.1,1.3", help="comma-separated")
     p.add_argument("--dev", type=_positive("--dev"), default=16, help="prompts used to choose the setting")
     p.add_argument(

@@ -158,16 +158,18 @@ def _topic(record: dict, shown: str, where: str) -> str | None:
     return value.strip() or None
 
 
-def _make_entry(record: Any, number: int, where: str, shown: str, default_id: str) -> Entry:
-    """Validate one raw record and turn it into an Entry."""
+def _make_entry(
+    record: Any, number: int, where: str, shown: str, default_id: str, max_chars: int | None = None
+) -> Entry:
+    """Validate one raw record and turn it into an Entry (texts longer than `max_chars` are refused)."""
     if not isinstance(record, dict):
         raise error_at(shown, where, f"expected a JSON object, got {json_type(record)}")
     return Entry(
         id=_entry_id(record, shown, where, default_id),
         topic=_topic(record, shown, where),
-        standard=text_field(record, "standard", shown, where, required=True),
-        gyaru=text_field(record, "gyaru", shown, where, required=True),
-        casual=text_field(record, "casual", shown, where, required=False),
+        standard=text_field(record, "standard", shown, where, required=True, max_chars=max_chars),
+        gyaru=text_field(record, "gyaru", shown, where, required=True, max_chars=max_chars),
+        casual=text_field(record, "casual", shown, where, required=False, max_chars=max_chars),
         line=number,
     )
 
@@ -207,20 +209,25 @@ def _guess_dataset_lang(entries: Sequence[Entry]) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def load_dataset(path: str | Path, contrast: str | None = None, max_entries: int | None = None) -> Dataset:
+def load_dataset(
+    path: str | Path, contrast: str | None = None, max_entries: int | None = None, max_text_chars: int | None = None
+) -> Dataset:
     """Load and validate a pair file (JSONL, JSON list or CSV); `path` may be `bundled:ja`/`ja` or `bundled:en`/`en`.
 
     Raises DatasetError naming the file, line and field of the first problem. With `contrast`, also refuses
-    data that lacks that contrast's negative column. With `max_entries`, stops after that many entries.
+    data that lacks that contrast's negative column. With `max_entries`, stops after that many entries. With
+    `max_text_chars`, refuses any text longer than that (extraction's cheap check before it tokenizes anything).
     """
     if contrast is not None:
         check_contrast(contrast)
     if max_entries is not None and max_entries < 1:
         raise DatasetError(f"max_entries must be at least 1, got {max_entries}")
+    if max_text_chars is not None and max_text_chars < 1:
+        raise DatasetError(f"max_text_chars must be at least 1, got {max_text_chars}")
     resolved = resolve_path(path)
     shown = shown_path(resolved)
     check_file(resolved, shown)
-    entries = _read_entries(resolved, shown, max_entries)
+    entries = _read_entries(resolved, shown, max_entries, max_text_chars)
     if contrast is not None:
         _check_columns(entries, contrast, resolved)
     return Dataset(
@@ -233,7 +240,7 @@ def load_dataset(path: str | Path, contrast: str | None = None, max_entries: int
     )
 
 
-def _read_entries(path: Path, shown: str, max_entries: int | None) -> list[Entry]:
+def _read_entries(path: Path, shown: str, max_entries: int | None, max_chars: int | None = None) -> list[Entry]:
     """The validated entries of a file, at most `max_entries` of them."""
     entries: list[Entry] = []
     seen: dict[str, str] = {}
@@ -242,7 +249,7 @@ def _read_entries(path: Path, shown: str, max_entries: int | None) -> list[Entry
         for number, where, record in rows:
             if not entries and isinstance(record, dict):
                 _check_pair_keys(list(record), shown, where)
-            entry = _make_entry(record, number, where, shown, f"{path.stem}-{len(entries) + 1:04d}")
+            entry = _make_entry(record, number, where, shown, f"{path.stem}-{len(entries) + 1:04d}", max_chars)
             if entry.id in seen:
                 raise error_at(shown, where, f'duplicate id "{entry.id}" (first used at {seen[entry.id]})', field="id")
             seen[entry.id] = where
@@ -287,33 +294,39 @@ def _heldout_count(n: int, fraction: float) -> int:
     return min(max(k, 1), n - 1) if n >= 2 else k
 
 
-def load_prompts(path_or_lang: str | Path) -> list[str]:
-    """Chat prompts: JSONL with a "prompt" field, or plain text with one prompt per line; `ja`/`en` = bundled."""
+def load_prompts(path_or_lang: str | Path, max_chars: int | None = None) -> list[str]:
+    """Chat prompts: JSONL with a "prompt" field, or plain text with one prompt per line; `ja`/`en` = bundled.
+
+    With `max_chars`, a prompt longer than that is refused, naming its line."""
     text = str(path_or_lang)
     key = text.removeprefix("bundled:")
     path = DATA_DIR / f"prompts_{key}.jsonl" if key in ("ja", "en") else Path(path_or_lang)
     shown = shown_path(path)
     check_file(path, shown)
     jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or sniff(path) == "{"
-    prompts = list(_jsonl_prompts(path, shown) if jsonl else _text_prompts(path, shown))
+    prompts = list(_jsonl_prompts(path, shown, max_chars) if jsonl else _text_prompts(path, shown, max_chars))
     if not prompts:
         raise error_at(shown, None, "no prompts (the file holds only blank lines)")
     return prompts
 
 
-def _jsonl_prompts(path: Path, shown: str) -> Iterator[str]:
+def _jsonl_prompts(path: Path, shown: str, max_chars: int | None = None) -> Iterator[str]:
     """The "prompt" field of each line of a JSONL prompt file."""
     for number, _, record in iter_jsonl(path, shown):
         where = f"line {number}"
         if not isinstance(record, dict):
             raise error_at(shown, where, f"expected a JSON object, got {json_type(record)}")
-        prompt = text_field(record, "prompt", shown, where, required=True)
+        prompt = text_field(record, "prompt", shown, where, required=True, max_chars=max_chars)
         assert prompt is not None
         yield prompt
 
 
-def _text_prompts(path: Path, shown: str) -> Iterator[str]:
+def _text_prompts(path: Path, shown: str, max_chars: int | None = None) -> Iterator[str]:
     """The non-blank lines of a plain-text prompt file."""
-    for _, text in decoded_lines(path, shown):
+    for number, text in decoded_lines(path, shown):
+        if max_chars is not None and len(text.strip()) > max_chars:
+            raise error_at(
+                shown, f"line {number}", f"prompt of {len(text.strip()):,} characters, over the limit of {max_chars:,}"
+            )
         if text.strip():
             yield text.strip()

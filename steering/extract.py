@@ -18,7 +18,8 @@ import torch
 from .capture import Capture, capture
 from .data import split
 from .models import LoadedModel
-from .settings import METHODS, parse_layers
+from .settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS, METHODS, check_int, parse_layers
+from .templates import Rendered, render_reply
 
 
 def direction_from_diffs(diffs: np.ndarray, method: str) -> np.ndarray:
@@ -86,6 +87,57 @@ def layer_stats(
     return stats
 
 
+def text_token_cap(loaded: LoadedModel, max_text_tokens: int | None = MAX_TEXT_TOKENS) -> int:
+    """The most tokens one extraction text may have: `max_text_tokens` (None: no limit of its own), and never more
+    than the model's context."""
+    if max_text_tokens is None:
+        return loaded.context_length
+    return min(check_int(max_text_tokens, "max_text_tokens", minimum=1), loaded.context_length)
+
+
+def render_checked(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    topics: Sequence[str | None],
+    lang: str,
+    max_text_tokens: int | None = MAX_TEXT_TOKENS,
+    labels: Sequence[str] | None = None,
+) -> list[Rendered]:
+    """Each text templated as a reply (what capture reads), refused when it is too long: first by characters
+    (CHARS_PER_TOKEN per allowed token, before anything is tokenized: a 50 MB line costs nothing), then by its
+    tokens (at most text_token_cap) and by the whole templated sequence (at most the model's context).
+
+    `labels[i]` names text i in messages (e.g. 'FILE line 3, field "gyaru"'); default 'text 4 of 20'.
+    """
+    cap = text_token_cap(loaded, max_text_tokens)
+    max_chars = CHARS_PER_TOKEN * cap
+
+    def name(i: int) -> str:
+        return labels[i] if labels is not None else f"text {i + 1} of {len(texts)}"
+
+    for i, text in enumerate(texts):
+        if len(text) > max_chars:
+            raise ValueError(
+                f"{name(i)}: {len(text):,} characters, over the limit of {max_chars:,} characters "
+                f"({CHARS_PER_TOKEN} per token of the {cap:,}-token limit per text); shorten it"
+            )
+    rendered = []
+    for i, (text, topic) in enumerate(zip(texts, topics)):
+        item = render_reply(loaded.tokenizer, text, topic, lang, "")
+        if len(item.content) > cap:
+            raise ValueError(
+                f"{name(i)}: {len(item.content):,} tokens, over the limit of {cap:,} tokens per text "
+                f"(max_text_tokens {max_text_tokens}, the model's context {loaded.context_length}); shorten it"
+            )
+        if len(item.input_ids) > loaded.context_length:
+            raise ValueError(
+                f"{name(i)}: {len(item.input_ids):,} tokens with the chat template around it, over the model's "
+                f"{loaded.context_length:,}-token context; shorten it"
+            )
+        rendered.append(item)
+    return rendered
+
+
 @dataclass
 class Extraction:
     """Unit directions and per-layer stats, plus timings; pipeline.py turns it into a savable SteeringVector."""
@@ -101,34 +153,43 @@ def extract(
     negatives: Sequence[str],
     layers=None,
     method: str = "mean_diff",
-    position: str = "mean",
+    read_position: str = "mean",
     topics: Sequence[str | None] | None = None,
     lang: str = "en",
     heldout_fraction: float = 0.2,
     seed: int = 0,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    max_text_tokens: int | None = MAX_TEXT_TOKENS,
+    labels: Sequence[str] | None = None,
 ) -> Extraction:
-    """Capture both sides of every pair in one batched pass and fit a direction per layer."""
+    """Capture both sides of every pair in one batched pass and fit a direction per layer.
+
+    A text longer than `max_text_tokens` (or the model's context) is refused before the model runs; `labels` names
+    each text (positives, then negatives) in that message."""
     if len(positives) != len(negatives) or not positives:
         raise ValueError(
             f"need the same non-zero number of positive and negative texts (got {len(positives)} and {len(negatives)})"
         )
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     layer_list = parse_layers(layers, loaded.num_layers)
     n = len(positives)
     topics = list(topics) if topics is not None else [None] * n
+    texts = list(positives) + list(negatives)
     t0 = time.perf_counter()
+    rendered = render_checked(loaded, texts, topics + topics, lang, max_text_tokens, labels)
     cap: Capture = capture(
         loaded,
-        list(positives) + list(negatives),
+        texts,
         layer_list,
-        position,
+        read_position,
         topics=topics + topics,
         lang=lang,
         batch_size=batch_size,
         progress=progress,
+        rendered=rendered,
     )
     t1 = time.perf_counter()
     # Fewer than 4 pairs leave too little to both fit and test: use them all for fitting.
@@ -151,8 +212,9 @@ def extract(
 
 
 def suggest_layer(stats: dict[int, dict], num_layers: int) -> int:
-    """A layer to start steering from: best held-out AUC (else cos with the mean) in the middle of the model,
-    avoiding the last fifth where steering tends to break text."""
+    """A layer to start steering from: the best held-out AUC (without held-out pairs: the mean difference's norm
+    relative to the layer's residual norm) outside the last fifth of the model, where steering tends to break
+    text; ties go to the layer nearest 40 % depth."""
     usable = {layer: s for layer, s in stats.items() if layer < 0.8 * num_layers} or stats
     if all("heldout_auc" in s for s in usable.values()):
         score = {layer: s["heldout_auc"] for layer, s in usable.items()}

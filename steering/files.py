@@ -24,6 +24,38 @@ TEMP_SUFFIX = ".tmp"
 Writer = Callable[[Path], object]
 
 
+class DestinationError(ValueError):
+    """An output path that cannot be written: its folder is a file, missing its permissions, or not a folder."""
+
+
+def check_writable_destination(path: str | Path, what: str, folder: bool = False) -> Path:
+    """Refuse, before any long work, an output that could never be written; nothing is created.
+
+    `path` is a file to be written (folder=False) or a folder to be filled (folder=True, e.g. a report folder);
+    missing folders on the way are fine (the writer makes them) as long as the nearest existing one is a folder
+    that takes new files. `what` names the argument in messages: `--out FILE/x.pt: FILE is not a folder`.
+    Writability is tested by creating and removing a uniquely named temporary file there (permission bits say
+    nothing for root, /proc or a read-only mount).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise DestinationError(f"{what} {path}: {path} is not a folder")
+    if not folder and path.is_dir():
+        raise DestinationError(f"{what} {path}: {path} is a folder, not a file")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DestinationError(f"{what} {path}: {existing} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check.", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise DestinationError(f"{what} {path}: {existing} is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def _read_umask() -> int:
     # os.umask can only be read by setting it; done once at import, before any writer threads exist
     mask = os.umask(0o022)

@@ -43,7 +43,9 @@ KANA_MASH_LEN = 6  # an unknown all-kana morpheme this long is not a word MeCab 
 SMALL_KANA_LEN = 4  # ゃゅょ misplaced in a morpheme this long is soup; in shorter ones it is gyaru-moji (ぃくょ)
 WORD_REPEATS = 5  # the same word back to back: "like like like" is style, five times is a loop
 NGRAM_REPEATS = 4  # a 2-8 unit phrase four times in a row is a loop (待って待って待って is style)
-NGRAM_OCCURRENCES = 4  # a 3-gram (5 morphemes for ja) anywhere four times: the model is circling
+NGRAM_OCCURRENCES = 4  # a phrase of NGRAM_SIZE units anywhere four times: the model is circling
+# 4 English words, not 3: a fluent 256-token list says "look at the" four times (measured on plain replies)
+NGRAM_SIZE = {"en": 4, "ja": 5}
 SUBSTRING_REPEATS = 4  # a 3-40 character piece four times in a row inside a space-less run: nooo,nooo,nooo,nooo
 SYMBOL_RUN = 8  # "!!!!!!!" is gal emphasis; eight symbols in a row weigh 1, sixteen break the reply alone
 LETTER_RUN = 13  # "sooooo" and "wwwwww" are style; thirteen of one letter is a stuck token
@@ -224,7 +226,7 @@ def _loop_events(units: Sequence[_Unit], lang: str) -> list[tuple[int, float, st
             if copies >= need:
                 events.append((i + size, BREAK_SCORE, "repetition"))
             i += max(1, (copies - 1) * size) if copies >= need else 1
-    n = 5 if lang == "ja" else 3
+    n = NGRAM_SIZE[lang]
     seen: dict[tuple, list[int]] = {}
     for i in range(len(keys) - n + 1):
         places = seen.setdefault(tuple(keys[i : i + n]), [])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .models import LoadedModel
+from .settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS, check_float, check_int, check_seed
 from .steer import Steering, steer
 from .templates import apply_template
 
@@ -34,9 +35,24 @@ class GenerationSettings:
     seed: int | None = 0
     system_prompt: str | None = None
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse a value generate would choke on (NaN tokens, a seed past 64 bits, top_p 2...), naming the field;
+        whole floats (128.0, from a UI slider) become ints."""
+        self.max_new_tokens = check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
+        self.temperature = check_float(self.temperature, "temperature", minimum=0.0)
+        self.top_p = check_float(self.top_p, "top_p", above=0.0, maximum=1.0)
+        self.top_k = check_int(self.top_k, "top_k", minimum=0)
+        self.repetition_penalty = check_float(self.repetition_penalty, "repetition_penalty", above=0.0)
+        if self.seed is not None:
+            self.seed = check_seed(self.seed, "seed")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ValueError(f"system_prompt must be text, got {type(self.system_prompt).__name__}")
+
     def generate_kwargs(self) -> dict:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        self.check()  # the fields may have been changed since __init__
         kwargs = {"max_new_tokens": int(self.max_new_tokens), "repetition_penalty": float(self.repetition_penalty)}
         if self.temperature and self.temperature > 0:
             kwargs.update(
@@ -55,10 +71,24 @@ class PreparedPrompt:
     notice: str | None = None
 
 
+def max_message_chars(loaded: LoadedModel) -> int:
+    """The longest single message (in characters) a prompt may hold: CHARS_PER_TOKEN per token of the model's
+    context (at least of MAX_TEXT_TOKENS). A message past it could never fit, and tokenizing it would cost far more
+    than refusing it; a long conversation of shorter messages is cut from the left instead."""
+    return CHARS_PER_TOKEN * max(loaded.context_length, MAX_TEXT_TOKENS)
+
+
 def prepare_prompt(loaded: LoadedModel, messages: Sequence[dict], settings: GenerationSettings) -> PreparedPrompt:
     """Template a conversation (with the optional system prompt) and cut it from the left to fit the context."""
     if not messages or not any(m.get("content", "").strip() for m in messages if m.get("role") == "user"):
         raise ValueError("empty prompt: write a message first")
+    limit = max_message_chars(loaded)
+    for number, message in enumerate(messages, start=1):  # before tokenizing: a 50 MB message never reaches it
+        if len(message.get("content") or "") > limit:
+            raise ValueError(
+                f"message {number} ({message.get('role', '?')}) is {len(message['content']):,} characters, over the "
+                f"{limit:,}-character limit for one message; shorten it"
+            )
     text = apply_template(loaded.tokenizer, list(messages), settings.system_prompt, add_generation_prompt=True)
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
     budget = loaded.context_length - settings.max_new_tokens

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_write
+from .files import atomic_write, check_writable_destination
 from .metadata import MetadataError, VectorMeta
 from .model_hints import model_hint_for
 from .settings import EXPORT_FORMATS
@@ -251,15 +251,17 @@ def _sidecar_json(vector: SteeringVector, **extra) -> str:
     return json.dumps(json_safe({**meta.to_dict(), "layers": vector.stats}), ensure_ascii=False)
 
 
-def check_export_path(path: str | Path, fmt: str, overwrite: bool) -> Path:
-    """Refuse an export path with the wrong suffix, an existing file (unless overwrite) or a folder; makes its parent."""
+def check_export_path(path: str | Path, fmt: str, overwrite: bool, what: str = "export file") -> Path:
+    """Refuse an export path with the wrong suffix, an existing file (unless overwrite), a folder, or one whose
+    folder cannot take new files (`what` names the argument in messages); makes its parent."""
     path = Path(path)
     if path.suffix.lower() != FORMATS[fmt]:
         raise VectorFileError(f"{path}: a {fmt} file must end in {FORMATS[fmt]} (load_vector goes by the suffix)")
-    if path.exists() and not overwrite:
-        raise VectorFileError(f"{path} already exists; choose another name or pass overwrite=True (--overwrite)")
     if path.is_dir():
         raise VectorFileError(f"{path} is a folder")
+    if path.exists() and not overwrite:
+        raise VectorFileError(f"{path} already exists; choose another name or pass overwrite=True (--overwrite)")
+    check_writable_destination(path, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -135,7 +135,9 @@ class VectorMeta:
     num_layers: int | None = None
     # how it was extracted
     method: str | None = None
-    position: str | None = None  # the read position of extraction (last / mean), not where steering applies
+    # extraction's read position (last / mean), not where steering applies; the key stays `position` (the library
+    # calls it read_position) so files written before the rename still read
+    position: str | None = None
     contrast: str | None = None
     dataset: str | None = None
     dataset_sha256: str | None = None

@@ -9,6 +9,15 @@ from typing import Any
 import torch
 
 BUNDLED = "bundled"
+# Models the app offers by name, as (label, spec); any hub id, local folder or .gguf path loads too.
+SUGGESTED_MODELS = [
+    ("bundled (SmolLM2-135M-Instruct)", BUNDLED),
+    ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
+    ("Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
+    ("Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct"),
+    ("Qwen/Qwen2.5-14B-Instruct", "Qwen/Qwen2.5-14B-Instruct"),
+    ("unsloth/Qwen2.5-32B-Instruct-bnb-4bit (4-bit: CUDA のみ / needs CUDA)", "unsloth/Qwen2.5-32B-Instruct-bnb-4bit"),
+]
 
 # Attribute paths from the causal-LM wrapper to its list of decoder blocks, by architecture family.
 LAYER_PATHS = (

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .data import contrast_pairs, load_dataset
 from .extract import extract, suggest_layer
-from .metadata import VectorMeta
+from .metadata import Recommended, VectorMeta
 from .models import LoadedModel
-from .vector_files import save_vector
+from .settings import FRESH_SETTING, default_band
+from .vector_files import save_preflight, save_vector
 from .vectors import SteeringVector
 
 
@@ -21,7 +22,7 @@ def extract_from_dataset(
     contrast: str = "gyaru-vs-standard",
     layers=None,
     method: str = "mean_diff",
-    position: str = "mean",
+    read_position: str = "mean",
     max_pairs: int | None = None,
     heldout_fraction: float = 0.2,
     seed: int = 0,
@@ -40,7 +41,7 @@ def extract_from_dataset(
         [p.negative for p in pairs],
         layers=layers,
         method=method,
-        position=position,
+        read_position=read_position,
         topics=[p.topic for p in pairs],
         lang=dataset.lang,
         heldout_fraction=heldout_fraction,
@@ -54,7 +55,7 @@ def extract_from_dataset(
         hidden_size=loaded.hidden_size,
         num_layers=loaded.num_layers,
         method=method,
-        position=position,
+        position=read_position,  # the sidecar key stays `position` (files written before the rename)
         contrast=contrast,
         dataset=dataset.name,
         dataset_sha256=dataset.sha256,
@@ -65,7 +66,18 @@ def extract_from_dataset(
         suggested_layer=suggest_layer(result.stats, loaded.num_layers),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    return SteeringVector(result.directions, meta, result.stats), result.timings
+    vector = SteeringVector(result.directions, meta, result.stats)
+    meta.recommended = fresh_recommendation(vector)
+    return vector, result.timings
+
+
+def fresh_recommendation(vector: SteeringVector) -> Recommended:
+    """The default setting a new vector ships with until a sweep or study measures one for it."""
+    return Recommended(
+        layers=default_band(vector),
+        **FRESH_SETTING,
+        evidence="default for a new vector: the shipped study's setting (docs/evaluation.md), not measured on this one",
+    )
 
 
 def extract_and_save(
@@ -73,6 +85,7 @@ def extract_and_save(
 ) -> tuple[SteeringVector, dict]:
     """extract_from_dataset, then save to `out` (refusing to overwrite unless asked)."""
     t0 = time.perf_counter()
+    save_preflight(out, overwrite)  # an existing or unwritable destination fails before the capture work
     vector, timings = extract_from_dataset(loaded, **kwargs)
     save_vector(vector, out, overwrite=overwrite)
     timings["total_s"] = time.perf_counter() - t0

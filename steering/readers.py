@@ -83,8 +83,11 @@ def json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def text_field(record: dict, key: str, shown: str, where: str, required: bool) -> str | None:
-    """A text field: a non-blank string; None when optional and absent (or null / empty CSV cell)."""
+def text_field(
+    record: dict, key: str, shown: str, where: str, required: bool, max_chars: int | None = None
+) -> str | None:
+    """A text field: a non-blank string (at most `max_chars` characters); None when optional and absent (or null /
+    empty CSV cell)."""
     if key not in record or record[key] is None:
         if required:
             has = ", ".join(str(k) for k in record) or "none"
@@ -95,6 +98,10 @@ def text_field(record: dict, key: str, shown: str, where: str, required: bool) -
         raise error_at(shown, where, f"expected a string, got {type(value).__name__}", field=key)
     if not value.strip():
         raise error_at(shown, where, "empty text", field=key)
+    if max_chars is not None and len(value) > max_chars:
+        raise error_at(
+            shown, where, f"{len(value):,} characters, over the limit of {max_chars:,} characters per text", field=key
+        )
     return value.strip()
 
 

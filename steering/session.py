@@ -47,6 +47,13 @@ class ModelSession:
     def status(self) -> str:
         return model_status(self.loaded)
 
+    @property
+    def spec(self) -> str:
+        """The shared model's spec without loading one (a cosmetic event must not wait for a load): while a load
+        runs, the spec of the model `get` would load."""
+        loaded = self.loaded  # read once: a load in another thread sets it to None for a while
+        return loaded.spec if loaded is not None else self.default
+
     def get(self) -> LoadedModel:
         """The current model; the default one is loaded on first use (never at construction: tests import app)."""
         with self.lock:

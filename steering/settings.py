@@ -7,6 +7,10 @@
 Bounds are checked on the numbers as written, before any list is built: '0-1000000000000' is refused at once
 instead of filling memory. Empty text is an error naming the argument; only None means "use the default".
 
+Numbers people type (batch sizes, token counts, fractions, seeds) are checked here too, by `check_int`,
+`check_float` and `check_seed` (a ValueError naming the argument) and by their argparse forms `int_arg`,
+`float_arg` and `seed_arg`, so the CLI, the app and the library refuse the same values with the same words.
+
 Also here: the default language rule, a vector's recommended setting filled in under what the user gave, the
 choice lists a user picks from and the UI ranges. This module imports no torch, so the CLI can build its
 argument parser (choices included) and start quickly; the modules that check a choice import its list from here.
@@ -14,6 +18,7 @@ argument parser (choices included) and start quickly; the modules that check a c
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -48,7 +53,23 @@ STUDY_STRENGTHS = "1,2,3,4,6"
 DEFAULT_MODE = MODES[0]
 DEFAULT_APPLY_TO = APPLY_TO[0]
 DEFAULT_REPETITION_PENALTY = 1.0
+# What a freshly extracted vector recommends before anyone sweeps it: the shipped study's mode, apply_to, scale,
+# repetition penalty and schedule at a strength that study found safe (docs/evaluation.md), on the layers
+# around the vector's suggested layer, so the first chat after an extraction shows style.
+FRESH_SETTING = {
+    "strength": 2.0,
+    "scale": "calibrated",
+    "mode": "add",
+    "apply_to": "generated",
+    "repetition_penalty": 1.1,
+    "half_life": None,
+}
 BAND_HALF_WIDTH = 2  # default layers: the suggested layer ± this many
+# Hard limits on what a request may ask for (a shared server must survive any of them):
+MAX_STRENGTH = 1e4  # |strength| on any scale; far past the "expect broken text" warning, still finite in float32
+MAX_TEXT_TOKENS = 2048  # longest text extraction reads (tokens; also capped by the model's context); overridable
+CHARS_PER_TOKEN = 16  # a text longer than this many characters per allowed token is refused without tokenizing it
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 _PART = re.compile(r"(-?[0-9]+)(?:-(-?[0-9]+))?")
 _OPTION_SEPARATORS = re.compile(r"[\s;|]+")
@@ -174,8 +195,21 @@ def parse_layer_options(
 
 def parse_strengths(text: str | None, what: str = "strengths", max_count: int | None = None) -> list[float]:
     """'0,1,2,3,4' (commas or spaces) -> [0.0, 1.0, 2.0, 3.0, 4.0]; repeats dropped, order kept, all finite."""
+    return _parse_numbers(text, what, "strength", SWEEP_STRENGTHS["calibrated"], max_count)
+
+
+def parse_penalties(text: str | None, what: str = "repetition penalties") -> list[float]:
+    """'1.1,1.3' -> [1.1, 1.3]: repetition penalties, each at least 1 (below 1 rewards repeating)."""
+    values = _parse_numbers(text, what, "repetition penalty", "1.1,1.3", None)
+    for value in values:
+        if value < 1:
+            raise ValueError(f"{what}: repetition penalty {value:g} is below 1 (that rewards repeating)")
+    return values
+
+
+def _parse_numbers(text, what: str, noun: str, example: str, max_count: int | None) -> list[float]:
     if _is_blank(text):
-        raise ValueError(f"{what}: empty; write at least one strength, e.g. {SWEEP_STRENGTHS['calibrated']}")
+        raise ValueError(f"{what}: empty; write at least one {noun}, e.g. {example}")
     values: dict[float, None] = {}  # a dict keeps order and finds repeats in O(1)
     for part in _STRENGTH_SEPARATORS.split(str(text)):
         if not part:
@@ -183,15 +217,109 @@ def parse_strengths(text: str | None, what: str = "strengths", max_count: int | 
         try:
             value = float(part)
         except ValueError:
-            raise ValueError(f"{what}: strength {part!r} is not a number") from None
+            raise ValueError(f"{what}: {noun} {part!r} is not a number") from None
         if not math.isfinite(value):
-            raise ValueError(f"{what}: strength {part!r} is not a finite number")
+            raise ValueError(f"{what}: {noun} {part!r} is not a finite number")
+        if abs(value) > MAX_STRENGTH:
+            raise ValueError(f"{what}: {noun} {part!r} is beyond ±{MAX_STRENGTH:g}, the most any {noun} may be")
         values[value] = None
         if max_count is not None and len(values) > max_count:  # checked while reading: a huge list stops early
-            raise ValueError(f"{what}: more than {max_count} strengths, at most {max_count} here")
+            raise ValueError(f"{what}: more than {max_count} {noun}s, at most {max_count} here")
     if not values:
-        raise ValueError(f"{what}: no strength in {text!r}; write e.g. {SWEEP_STRENGTHS['calibrated']}")
+        raise ValueError(f"{what}: no {noun} in {text!r}; write e.g. {example}")
     return list(values)
+
+
+# --------------------------------------------------------------------------------------------- numbers
+
+
+class NumberError(argparse.ArgumentTypeError, ValueError):
+    """A number out of its range: a ValueError for the library and the app, and argparse's own type error for the
+    CLI (which then prints `error: argument --NAME: MESSAGE` and exits with code 2)."""
+
+
+def _named(what: str | None, message: str) -> NumberError:
+    return NumberError(f"{what} {message}" if what else message)
+
+
+def check_int(value, what: str | None = None, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """`value` as an int within [minimum, maximum]; a whole float (3.0) is accepted, 2.5, NaN, bools and text are not.
+
+    The message names `what` (e.g. '--batch-size' or 'max_new_tokens'): `--batch-size must be at least 1, got 0`.
+    """
+    number = value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            number = int(value.strip())
+        except ValueError:
+            raise _named(what, f"must be a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise _named(what, f"must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise _named(what, f"must be at most {maximum}, got {number}")
+    return number
+
+
+def check_float(
+    value,
+    what: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> float:
+    """`value` as a finite float within the bounds (minimum/maximum inclusive, above/below exclusive)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise _named(what, f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise _named(what, f"must be a finite number, got {number}")
+    if minimum is not None and number < minimum:
+        raise _named(what, f"must be at least {minimum:g}, got {number:g}")
+    if maximum is not None and number > maximum:
+        raise _named(what, f"must be at most {maximum:g}, got {number:g}")
+    if above is not None and number <= above:
+        raise _named(what, f"must be greater than {above:g}, got {number:g}")
+    if below is not None and number >= below:
+        raise _named(what, f"must be less than {below:g}, got {number:g}")
+    return number
+
+
+def check_seed(value, what: str | None = "seed") -> int:
+    """A random seed: a whole number in 0 .. 2**63 - 1 (what torch.manual_seed accepts)."""
+    return check_int(value, what, minimum=0, maximum=MAX_SEED)
+
+
+def int_arg(minimum: int | None = 1, maximum: int | None = None):
+    """An argparse `type=` for a whole number in [minimum, maximum] (`--batch-size 0` -> a usage error, exit 2)."""
+
+    def parse(text: str) -> int:
+        return check_int(text, None, minimum, maximum)
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def float_arg(**bounds):
+    """An argparse `type=` for a finite float within check_float's bounds (`--top-p 2` -> a usage error, exit 2)."""
+
+    def parse(text: str) -> float:
+        return check_float(text, None, **bounds)
+
+    parse.__name__ = "number"
+    return parse
+
+
+def seed_arg(text: str) -> int:
+    """An argparse `type=` for a seed (0 .. 2**63 - 1)."""
+    return check_seed(text, None)
 
 
 # --------------------------------------------------------------------------------------------- language
@@ -223,6 +351,7 @@ class SteerSetting:
     mode: str
     apply_to: str
     repetition_penalty: float
+    half_life: float | None = None
 
 
 def center_layer(vector) -> int:
@@ -278,21 +407,26 @@ def resolve_setting(
     apply_to: str | None = None,
     repetition_penalty: float | None = None,
     cli: bool = False,
+    half_life: float | None = None,
 ) -> SteerSetting:
     """Fill in what the user left out (None) from vector.meta.recommended, else the defaults above.
 
     cli=True names arguments as flags in errors ('--layers: empty').
     """
-    from .metadata import Recommended  # here, not at the top: metadata imports this module
-
-    rec = vector.meta.recommended or Recommended()
-    scale = _first(_given(scale, "scale", cli), rec.scale if rec.scale in SCALES else None, default_scale(vector))
-    strength = _first(strength, rec.strength, DEFAULT_STRENGTH.get(scale, DEFAULT_STRENGTH["calibrated"]))
+    rec = vector.meta.recommended
+    recorded = (lambda key: getattr(rec, key)) if rec is not None else (lambda key: None)
+    scale = _first(
+        _given(scale, "scale", cli), recorded("scale") if recorded("scale") in SCALES else None, default_scale(vector)
+    )
+    strength = _first(strength, recorded("strength"), DEFAULT_STRENGTH.get(scale, DEFAULT_STRENGTH["calibrated"]))
     return SteerSetting(
-        layers=_first(_given(layers, "layers", cli), rec.layers, default_band(vector)),
+        layers=_first(_given(layers, "layers", cli), recorded("layers"), default_band(vector)),
         strength=float(strength),
         scale=scale,
-        mode=_first(_given(mode, "mode", cli), rec.mode, DEFAULT_MODE),
-        apply_to=_first(_given(apply_to, "apply_to", cli), rec.apply_to, DEFAULT_APPLY_TO),
-        repetition_penalty=float(_first(repetition_penalty, rec.repetition_penalty, DEFAULT_REPETITION_PENALTY)),
+        mode=_first(_given(mode, "mode", cli), recorded("mode"), DEFAULT_MODE),
+        apply_to=_first(_given(apply_to, "apply_to", cli), recorded("apply_to"), DEFAULT_APPLY_TO),
+        repetition_penalty=float(
+            _first(repetition_penalty, recorded("repetition_penalty"), DEFAULT_REPETITION_PENALTY)
+        ),
+        half_life=_first(half_life, recorded("half_life")),
     )

@@ -38,13 +38,9 @@ import torch
 
 from .capture import block_output
 from .models import LoadedModel
-from .settings import parse_layers
-from .vectors import SteeringVector, check_fits
+from .settings import APPLY_TO, MAX_STRENGTH, MODES, SCALES, parse_layers
+from .vectors import MAX_DIRECTION_VALUE, MIN_DIRECTION_NORM, SteeringVector, check_fits
 
-SCALES = ("calibrated", "raw")
-APPLY_TO = ("all", "generated", "last")
-POSITIONS = APPLY_TO  # the old name, kept for callers written before the rename
-MODES = ("add", "norm_preserving", "clamp")
 # Beyond this many mean differences (calibrated) text is gibberish on every model we tried; the UI stops earlier.
 SANE_STRENGTH = {"calibrated": 8.0, "raw": 200.0}
 # The per-layer statistics the clamp mode needs (recorded by extraction since the modes were added).
@@ -125,6 +121,12 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, LayerPush]:
         unit = steering.vector.directions[layer].float()
         if not torch.isfinite(unit).all():
             raise ValueError(f"layer {layer}: the vector's direction holds NaN or inf values")
+        norm = float(unit.double().norm())
+        if norm < MIN_DIRECTION_NORM or float(unit.abs().max()) > MAX_DIRECTION_VALUE:
+            raise ValueError(
+                f"layer {layer}: the vector's direction has norm {norm:.3g} (all zeros, or values beyond "
+                f"±{MAX_DIRECTION_VALUE:g}): it cannot steer"
+            )
         unit = unit / unit.norm().clamp_min(1e-12)
         if steering.scale == "raw":
             pushes[layer] = LayerPush(unit, step=1.0, base=0.0, span=1.0)
@@ -137,12 +139,20 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, LayerPush]:
     return pushes
 
 
-def _strength_tensor(strength) -> torch.Tensor:
+def strength_values(strength) -> list[float]:
+    """The strength (or per-row strengths) as floats, refused unless finite and within ±MAX_STRENGTH (1e39 is a
+    finite Python float but inf in float32: it would end in an empty reply, not an error)."""
     values = [float(strength)] if isinstance(strength, (int, float)) else [float(s) for s in strength]
     for s in values:
         if not math.isfinite(s):
             raise ValueError(f"strength must be a finite number, got {s}")
-    return torch.tensor(values, dtype=torch.float32)
+        if abs(s) > MAX_STRENGTH:
+            raise ValueError(f"strength {s:g} is beyond ±{MAX_STRENGTH:g}, the most any strength may be")
+    return values
+
+
+def _strength_tensor(strength) -> torch.Tensor:
+    return torch.tensor(strength_values(strength), dtype=torch.float32)
 
 
 def strength_warning(steering: Steering) -> str | None:
@@ -246,8 +256,3 @@ def steer(loaded: LoadedModel, steerings: Steering | Sequence[Steering]):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def hooks_left(model: torch.nn.Module) -> int:
-    """How many forward hooks remain anywhere in the model (0 after every steering call)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

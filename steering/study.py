@@ -33,7 +33,10 @@ FOLLOW_UPS = {
     "ja": ["それってなんで？", "もっと詳しく教えて！", "まず何からやればいい？", "他にもコツある？"],
 }
 STUDY_LENGTHS = (128, 256)  # the CLI's default reply length, and twice that
-DEFAULT_STRENGTHS = {"add": (2.0, 3.0, 4.0), "norm_preserving": (3.0, 5.0, 8.0), "clamp": (1.0, 2.0, 3.0)}
+# Per mode, strengths from where style starts to where a probe saw most replies break (docs/evaluation.md).
+DEFAULT_STRENGTHS = {"add": (1.0, 2.0, 3.0), "norm_preserving": (2.0, 4.0), "clamp": (1.0, 1.5, 2.0)}
+# Strength schedules tried: (mode, strength, half-life in tokens), on generated tokens only.
+DEFAULT_SCHEDULES = (("add", 4.0, 32.0),)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class StudyPlan:
     layers: str = "12-16"
     scale: str = "calibrated"
     strengths: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_STRENGTHS))
+    schedules: tuple[tuple[str, float, float], ...] = DEFAULT_SCHEDULES
     apply_to: tuple[str, ...] = ("all", "generated")
     repetition_penalties: tuple[float, ...] = (1.1, 1.3)
     dev: int = 16
@@ -54,6 +58,11 @@ class StudyPlan:
             for apply_to in self.apply_to:
                 for rp in self.repetition_penalties:
                     cells += [Setting(self.layers, float(s), self.scale, mode, apply_to, rp) for s in strengths]
+        for mode, strength, half_life in self.schedules:
+            cells += [
+                Setting(self.layers, strength, self.scale, mode, "generated", rp, half_life)
+                for rp in self.repetition_penalties
+            ]
         return cells
 
 
@@ -64,9 +73,19 @@ class Study:
     test_prompts: list[str]
     dev_cells: list[SweepCell] = field(default_factory=list)
     recommended: Setting | None = None
-    mode_best: dict[str, Setting | None] = field(default_factory=dict)
+    meets_limits: bool = False  # False: no setting met the limits, `recommended` is the most gal-and-readable one
+    mode_best: dict[str, Setting | None] = field(default_factory=dict)  # per mode: its recommendation or fallback
+    mode_meets: dict[str, bool] = field(default_factory=dict)
     test_rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def most_gal_and_readable(cells: Sequence[SweepCell]) -> SweepCell | None:
+    """The fallback when no cell meets the limits: most replies that are gal and not broken (ties: fewer broken)."""
+    steered = [c for c in cells if not c.setting.plain]
+    if not steered:
+        return None
+    return max(steered, key=lambda c: (c.summary["gal_readable_share"], -c.summary["broken_share"], -c.strength))
 
 
 def split_prompts(prompts: Sequence[str], dev: int, test: int) -> tuple[list[str], list[str]]:
@@ -168,10 +187,14 @@ def run_study(
     )
     study.dev_cells = judge_grid(loaded, generated, plan.lang)
     best = best_cell(study.dev_cells)
+    study.meets_limits = best is not None
+    best = best or most_gal_and_readable(study.dev_cells)
     study.recommended = best.setting if best else None
     for mode in plan.strengths:
         mine = [c for c in study.dev_cells if c.setting.plain or c.setting.mode == mode]
         found = best_cell(mine)
+        study.mode_meets[mode] = found is not None
+        found = found or most_gal_and_readable(mine)
         study.mode_best[mode] = found.setting if found else None
     log(f"recommended: {study.recommended.label() if study.recommended else None}")
     study.test_rows = run_test(loaded, vector, study, log)
@@ -248,13 +271,18 @@ def study_markdown(study: Study, model_name: str) -> str:
             f"{_num(s['perplexity'])} | {_num(s.get('perplexity_ratio'), 2)} |"
         )
     rec = study.recommended
-    lines += [
-        "",
-        f"**Recommended** (highest marker share with broken ≤ 5 % and ×plain ≤ 2.5 on dev): "
-        f"{rec.label() if rec else 'none — no setting met both limits'}.",
-    ]
+    rule = "highest marker share with broken ≤ 5 % and ×plain ≤ 2.5 on dev"
+    if study.meets_limits:
+        lines += ["", f"**Recommended** ({rule}): {rec.label()}."]
+    else:
+        lines += [
+            "",
+            f"**No setting met the limits** ({rule}). Shipped instead: the setting with the most replies that are "
+            f"gal and not broken on dev — {rec.label() if rec else 'none'}.",
+        ]
     for mode, setting in study.mode_best.items():
-        lines.append(f"- best {mode}: {setting.label() if setting else 'none met the limits'}")
+        how = "met the limits" if study.mode_meets.get(mode) else "fallback: none met the limits"
+        lines.append(f"- best {mode}: {setting.label() if setting else 'none'} ({how})")
     lines += [
         "",
         "### Test prompts",
@@ -299,7 +327,9 @@ def study_json(study: Study) -> dict:
             for c in study.dev_cells
         ],
         "recommended": study.recommended.__dict__ if study.recommended else None,
+        "meets_limits": study.meets_limits,
         "mode_best": {m: s.__dict__ if s else None for m, s in study.mode_best.items()},
+        "mode_meets": study.mode_meets,
         "test_rows": study.test_rows,
         "seconds": study.seconds,
     }

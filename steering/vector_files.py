@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .files import atomic_write_all
+from .files import atomic_write_all, check_writable_destination
 from .interop import FORMATS, check_export_path, export_gguf, export_safetensors, read_vector
 from .metadata import MetadataError, VectorMeta
 from .vectors import SteeringVector, VectorFileError, json_safe, validate_directions
@@ -32,19 +32,42 @@ def sidecar_path(path: Path) -> Path:
 # --------------------------------------------------------------------------------------------------- loading
 
 
+# How a torch file starts: torch.save writes a zip archive; files from before torch 1.6 (and plain pickle.dump)
+# are a pickle stream, whose protocol 2+ opcode is 0x80. Anything else is not a torch file at all.
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_MAGIC = b"\x80"
+
+
 def _load_pt(path: Path) -> dict:
     if path.stat().st_size == 0:
         raise VectorFileError(f"{path}: empty (zero-byte) file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
+        raise VectorFileError(
+            f"{path}: not a torch file (it starts with bytes {head.hex(' ')}, neither a zip archive as torch.save "
+            "writes nor a pickle)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        # Only the weights_only unpickler's refusal of a global (a class or function to call) means "a pickle
+        # payload"; any other failure (a cut zip, bytes that merely start like a pickle) is a damaged file.
+        if "unsupported global" in text.lower():
             raise VectorFileError(
                 f"{path}: refused — the file holds Python objects beyond tensors "
                 f"(a pickle payload could run code); only {{layer: tensor}} files load"
             ) from None
-        raise VectorFileError(f"{path}: not a readable torch file (truncated or corrupt?): {first}") from None
+        raise VectorFileError(f"{path}: not a readable torch file (truncated or corrupt?): {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of a torch.load failure (not its boilerplate about weights_only and filing issues)."""
+    boilerplate = ("weights only load failed", "please file an issue", "check the documentation")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.lower().startswith(boilerplate)]
+    return ((useful or lines or [type(exc).__name__])[0])[:200]
 
 
 def load_vector(path: str | Path) -> SteeringVector:
@@ -85,13 +108,16 @@ def _load_sidecar(path: Path) -> tuple[VectorMeta, dict[int, dict]]:
 # --------------------------------------------------------------------------------------------------- saving
 
 
-def save_preflight(path: str | Path, overwrite: bool = False) -> Path:
-    """The checks save_vector makes before writing (.pt suffix, no clobbering), to run before any long work."""
+def save_preflight(path: str | Path, overwrite: bool = False, what: str = "vector file") -> Path:
+    """The checks save_vector makes before writing (.pt suffix, no clobbering, a folder that takes new files), to
+    run before any long work; `what` names the argument in messages (the CLI passes '--out')."""
     path = Path(path)
     if path.suffix != ".pt":
         raise VectorFileError(f"{path}: vector files are saved as .pt (export other formats with `export`)")
     if not overwrite and (path.exists() or sidecar_path(path).exists()):
         raise VectorFileError(f"{path} already exists; choose another name or pass overwrite=True")
+    check_writable_destination(path, what)
+    check_writable_destination(sidecar_path(path), what)  # a folder squatting on NAME.json
     return path
 
 

@@ -12,6 +12,11 @@ import torch
 
 from .metadata import VectorMeta
 
+# What a direction may hold: values this large overflow float32 once squared, scaled or cast to half precision (a
+# push of inf ends in an empty reply); a norm this small (all zeros) has no direction, so it would steer nothing.
+MAX_DIRECTION_VALUE = 1e15
+MIN_DIRECTION_NORM = 1e-12
+
 
 class VectorFileError(ValueError):
     """A vector file is unreadable, unsafe, or does not fit the model; the message says which and why."""
@@ -63,6 +68,17 @@ def _check_tensor(layer, tensor, where: str, hidden: int | None) -> torch.Tensor
         raise VectorFileError(f"{where}: layer {layer} has size {tensor.numel()}, other layers {hidden}")
     if not torch.isfinite(tensor).all():
         raise VectorFileError(f"{where}: layer {layer} holds NaN or inf values")
+    largest = float(tensor.abs().max()) if tensor.numel() else 0.0
+    if largest > MAX_DIRECTION_VALUE:
+        raise VectorFileError(
+            f"{where}: layer {layer} holds a value of {largest:.3g}, beyond ±{MAX_DIRECTION_VALUE:g} (float32 would "
+            "overflow while steering); a damaged or hand-edited file?"
+        )
+    norm = float(tensor.double().norm())
+    if norm < MIN_DIRECTION_NORM:
+        raise VectorFileError(
+            f"{where}: layer {layer} has norm {norm:.3g} (all zeros?): it has no direction, so it would steer nothing"
+        )
     return tensor.float()
 
 

@@ -22,7 +22,10 @@ from steering.models import LoadedModel  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes several seconds (e.g. dequantizing a GGUF)")
+    config.addinivalue_line(
+        "markers",
+        "slow: loads the bundled model, launches the app or drives a browser (deselect: -m 'not slow')",
+    )
 
 
 def subprocess_env() -> dict:

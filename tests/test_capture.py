@@ -185,7 +185,7 @@ def test_residual_norm(request, fixture, layers):
 
 def test_unknown_position(tiny_qwen2):
     with pytest.raises(ValueError, match="unknown read position 'first'"):
-        capture(tiny_qwen2, TEXTS[:2], [1], position="first")
+        capture(tiny_qwen2, TEXTS[:2], [1], read_position="first")
 
 
 def test_states_are_float32_for_bf16_model(make_tiny):

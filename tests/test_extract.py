@@ -221,7 +221,7 @@ def test_extract_is_deterministic(tiny_qwen2, extraction):
 
 @pytest.mark.parametrize("method", ["pca_diff", "pca_center"])
 def test_extract_other_methods(tiny_qwen2, method):
-    result = extract(tiny_qwen2, POSITIVES, NEGATIVES, layers="2", method=method, position="mean")
+    result = extract(tiny_qwen2, POSITIVES, NEGATIVES, layers="2", method=method, read_position="mean")
     direction = result.directions[2]
     assert float(direction.norm()) == pytest.approx(1.0, abs=1e-5)
     assert result.stats[2]["projected_mean_diff"] >= 0  # sign aligned with the mean difference

@@ -80,7 +80,7 @@ def test_options_reach_the_metadata(tiny_qwen2, dataset):
         contrast="gyaru-vs-casual",
         layers=[2],
         method="pca_center",
-        position="last",
+        read_position="last",
         max_pairs=6,
         heldout_fraction=0.0,
         seed=3,
@@ -168,3 +168,17 @@ def test_max_pairs_reads_only_what_it_needs(tiny_qwen2, big_jsonl):
 def test_negative_max_pairs_refused(tiny_qwen2, big_jsonl):
     with pytest.raises(ValueError, match="max_pairs must be at least 1"):
         extract_from_dataset(tiny_qwen2, data=big_jsonl, max_pairs=-3)
+
+
+def test_a_new_vector_recommends_the_shipped_studys_setting_around_its_suggested_layer(extracted):
+    from steering.settings import FRESH_SETTING, default_band
+
+    vector, _ = extracted
+    rec = vector.meta.recommended
+    assert rec.layers == default_band(vector)  # the suggested layer ± 2, those the vector has
+    assert (rec.mode, rec.apply_to, rec.strength) == (
+        FRESH_SETTING["mode"],
+        FRESH_SETTING["apply_to"],
+        FRESH_SETTING["strength"],
+    )
+    assert "not measured on this one" in rec.evidence

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from steering.sweep import SweepCell
 from steering.report import write_report
+from steering.sweep import SweepCell
 
 
 def sweep_cells() -> list[SweepCell]:

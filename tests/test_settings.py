@@ -370,8 +370,8 @@ def test_cli_refuses_bad_settings_before_loading_a_model(capsys, monkeypatch):
     assert "--layers: bad layer spec 'x'" in err
     err = _cli_error(capsys, ["compare", "--layers", "", "--report", "unused"])
     assert "--layers: empty" in err
-    err = _cli_error(capsys, ["compare", "--strengths", "1,y", "--report", "unused"])
-    assert "--strengths: strength 'y' is not a number" in err
+    err = _cli_error(capsys, ["compare", "--repetition-penalties", "1,y", "--report", "unused"])
+    assert "--repetition-penalties: repetition penalty 'y' is not a number" in err
 
 
 def test_cli_choices_come_from_settings():
@@ -388,9 +388,19 @@ def test_cli_choices_come_from_settings():
     assert tuple(actions[("generate", "apply_to")].choices) == settings.APPLY_TO
     assert tuple(actions[("generate", "mode")].choices) == settings.MODES
     assert tuple(actions[("extract", "method")].choices) == settings.METHODS
-    assert tuple(actions[("extract", "position")].choices) == settings.READ_POSITIONS
+    assert tuple(actions[("extract", "read_position")].choices) == settings.READ_POSITIONS
     assert tuple(actions[("extract", "contrast")].choices) == settings.CONTRASTS
     assert tuple(actions[("export", "format")].choices) == settings.EXPORT_FORMATS
     assert tuple(actions[("sweep", "apply_to")].choices) == settings.APPLY_TO
     args = parser.parse_args(["generate", "hi", "--vector", "v.pt", "--position", "last"])
     assert args.apply_to == "last"  # the old flag name still works
+
+
+def test_repetition_penalties_are_numbers_of_at_least_one():
+    from steering.settings import parse_penalties
+
+    assert parse_penalties("1.1, 1.3 1.1") == [1.1, 1.3]
+    with pytest.raises(ValueError, match="repetition penalty 0.9 is below 1"):
+        parse_penalties("1.1,0.9")
+    with pytest.raises(ValueError, match="--rp: empty"):
+        parse_penalties(" ", "--rp")

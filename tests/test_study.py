@@ -34,6 +34,7 @@ def test_study_runs_every_case_and_reports_it(tiny_qwen2, vector):
     plan = StudyPlan(
         layers="1-2",
         strengths={"add": (2.0,), "norm_preserving": (3.0,), "clamp": (1.0,)},
+        schedules=(("add", 2.0, 4.0),),
         apply_to=("generated",),
         repetition_penalties=(1.1,),
         dev=2,
@@ -42,7 +43,9 @@ def test_study_runs_every_case_and_reports_it(tiny_qwen2, vector):
     )
     logs = []
     study = run_study(tiny_qwen2, vector, plan, logs.append, prompts=PROMPTS)
-    assert len(study.dev_cells) == 4  # plain + one strength per mode
+    assert len(study.dev_cells) == 5  # plain + one strength per mode + one schedule
+    assert any(c.setting.half_life == 4.0 for c in study.dev_cells)
+    assert study.recommended is not None  # met the limits, or the most gal-and-readable fallback
     assert set(study.dev_prompts).isdisjoint(study.test_prompts)
     cases = list(dict.fromkeys(r["case"] for r in study.test_rows))
     assert cases[:2] == ["plain model", "prompted (system prompt)"]
@@ -52,7 +55,7 @@ def test_study_runs_every_case_and_reports_it(tiny_qwen2, vector):
     text = study_markdown(study, "tiny")
     assert "### Dev grid (6 new tokens)" in text and "### Test prompts" in text
     saved = json.loads(json.dumps(study_json(study)))
-    assert len(saved["dev_cells"]) == 4 and saved["plan"]["dev"] == 2
+    assert len(saved["dev_cells"]) == 5 and saved["plan"]["dev"] == 2 and "meets_limits" in saved
     assert any("recommended" in line for line in logs)
 
 

@@ -1,0 +1,165 @@
+"""The app's Sweep tab without a UI: the grid a user typed, checked and resolved before any generation and run
+on the bundled prompts; the "best" line; and the swept cells a user can pick and apply to the Chat tab. Nothing
+here imports gradio.
+
+The sweep itself is steering.sweep.sweep; its heatmaps are steering.plots.heatmap and its table
+steering.tables.sweep_frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .data import load_prompts
+from .models import LoadedModel
+from .settings import (
+    APPLY_TO,
+    MAX_SWEEP_OPTIONS,
+    MAX_SWEEP_STRENGTHS,
+    default_lang,
+    format_layers,
+    parse_layer_options,
+    parse_strengths,
+)
+from .steer import Steering, layer_pushes, strength_warning
+from .sweep import DEFAULT_SWEEP_TOKENS, MAX_BROKEN, MAX_PERPLEXITY_RATIO, Setting, SweepCell, sweep
+from .tables import cell_label
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """A checked layers × strength grid: distinct layer lists (as canonical specs, in the order given), strengths,
+    the scale, mode and apply-to every cell steers with, and the warning for a strength far outside what ever
+    reads well (None when all are sane)."""
+
+    layer_options: list[str]
+    strengths: list[float]
+    scale: str = "calibrated"
+    mode: str = "add"
+    apply_to: str = "all"
+    warning: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.layer_options) * len(self.strengths)
+
+    def run(
+        self,
+        loaded: LoadedModel,
+        vector,
+        n_prompts: int,
+        max_new_tokens: int = DEFAULT_SWEEP_TOKENS,
+        repetition_penalty: float = 1.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[SweepCell]:
+        """steering.sweep.sweep over this grid on the first `n_prompts` (at least 1) bundled prompts in the
+        vector's language (else the model's), greedy."""
+        lang = default_lang(vector.meta.lang, loaded.spec)
+        prompts = load_prompts(lang)[: max(1, int(n_prompts))]
+        return sweep(
+            loaded,
+            vector,
+            prompts,
+            self.layer_options,
+            self.strengths,
+            lang,
+            scale=self.scale,
+            apply_to=self.apply_to,
+            max_new_tokens=int(max_new_tokens),
+            progress=progress,
+            repetition_penalty=float(repetition_penalty),
+            mode=self.mode,
+        )
+
+
+def sweep_grid(
+    vector,
+    layer_options: str | None,
+    strengths: str | None,
+    num_layers: int,
+    scale: str = "calibrated",
+    mode: str = "add",
+    apply_to: str = "all",
+) -> SweepGrid:
+    """Parse the tab's text fields within its limits and check every option against the vector and the model, so
+    a bad grid (a layer out of range or without a direction, a scale or mode the vector cannot do) is refused
+    with a ValueError before anything is generated. Options naming the same layers are swept once."""
+    options = parse_layer_options(layer_options, "レイヤー候補 / layer options", max_count=MAX_SWEEP_OPTIONS)
+    values = parse_strengths(strengths, "強さ / strengths", max_count=MAX_SWEEP_STRENGTHS)
+    if apply_to not in APPLY_TO:
+        raise ValueError(f"unknown apply_to {apply_to!r}: expected one of {', '.join(APPLY_TO)}")
+    specs = []
+    for option in options:
+        steering = Steering(vector, option, 0.0, scale, apply_to, mode)
+        layer_pushes(steering, num_layers)  # layers, scale and mode, as generation would check them
+        specs.append(format_layers(steering.layer_list(num_layers)))
+    warning = strength_warning(Steering(vector, None, values, scale))
+    return SweepGrid(list(dict.fromkeys(specs)), values, scale, mode, apply_to, warning)
+
+
+def best_line(best: SweepCell | None) -> str:
+    """The Markdown line naming the recommended cell and why (markers, broken share, perplexity ratio)."""
+    if best is None:
+        return (
+            "おすすめなし / no recommendation: no non-zero strength raised the marker share over the plain replies "
+            f"with at most {MAX_BROKEN:.0%} broken replies and perplexity at most {MAX_PERPLEXITY_RATIO:g}× plain "
+            "(try more tokens, other strengths or other layers)"
+        )
+    s = best.summary
+    ratio = s.get("perplexity_ratio")
+    shown_ratio = f"{ratio:.2f}× plain" if ratio is not None else "unknown"
+    return (
+        f"★ おすすめ / recommended: layers **{format_layers(best.layers)}** @ strength **{best.strength:g}** "
+        f"({best.setting.mode}, {best.setting.apply_to}) — markers {s['marker_share']:.0%}, "
+        f"broken {s['broken_share']:.0%}, perplexity {shown_ratio}"
+    )
+
+
+@dataclass
+class SweepPicks:
+    """One user's last sweep: its cells' settings by label ('8-12 @ 2'), the recommended label, the vector swept."""
+
+    path: str | None
+    cells: dict[str, Setting] = field(default_factory=dict)
+    best: str | None = None
+
+    @classmethod
+    def of(cls, cells: Sequence[SweepCell], best: SweepCell | None, path: str | None) -> SweepPicks:
+        return cls(path, {cell_label(c): c.setting for c in cells}, cell_label(best) if best is not None else None)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.cells)
+
+    def default_label(self) -> str | None:
+        """The cell offered first: the recommended one, else the first that steers at all, else the first."""
+        steered = (label for label, setting in self.cells.items() if not setting.plain)
+        return self.best or next(steered, None) or next(iter(self.cells), None)
+
+    def label_at(self, row) -> str | None:
+        """The label of the table's row `row` (None for anything that is not a row index)."""
+        labels = self.labels
+        return labels[row] if isinstance(row, int) and 0 <= row < len(labels) else None
+
+    def notice(self, current_path: str | None) -> str | None:
+        """A warning when the vector selected now is not the one swept."""
+        if current_path != self.path:
+            return "the sweep was run on another vector than the one selected now"
+        return None
+
+
+def picked_setting(picks: SweepPicks | None, label: str | None) -> Setting:
+    """The setting of a swept cell; ValueError when there is no sweep or no such cell."""
+    if picks is None or not picks.cells:
+        raise ValueError("先にスイープしてね / run a sweep first")
+    if label not in picks.cells:
+        raise ValueError(f"unknown sweep cell {label!r}")
+    return picks.cells[label]
+
+
+def best_setting(picks: SweepPicks | None) -> Setting:
+    """The recommended cell's setting; ValueError when there is no sweep or it recommended nothing."""
+    if picks is not None and picks.cells and picks.best is None:
+        raise ValueError("おすすめなし / the sweep has no recommended cell: pick one from the list")
+    return picked_setting(picks, picks.best if picks is not None else None)
