@@ -18,25 +18,25 @@ from types import SimpleNamespace
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from steering import settings as S  # noqa: E402 - the choice lists, ranges and defaults
-from steering.catalog import MAX_UPLOAD_MB, VectorCatalog  # noqa: E402
-from steering.chat import LABELS, Turn, column_steering, decoding, new_history, stream_turn  # noqa: E402
-from steering.data import DatasetError, load_prompts  # noqa: E402
-from steering.models import BUNDLED, SUGGESTED_MODELS  # noqa: E402
-from steering.pipeline import extract_and_save  # noqa: E402
-from steering.plots import SERIES, heatmap, layer_figure  # noqa: E402
-from steering.serve import MONO_FONTS, SYSTEM_FONTS, server_args  # noqa: E402
-from steering.session import ModelSession, model_status  # noqa: E402
-from steering.steer import strength_warning  # noqa: E402
-from steering.sweep import DEFAULT_SWEEP_TOKENS, recommend  # noqa: E402
-from steering.sweep_tab import SweepPicks, best_line, best_setting, picked_setting, sweep_grid  # noqa: E402
-from steering.tables import stats_frame, sweep_frame  # noqa: E402
-from steering.vector_files import SUFFIXES, unique_path  # noqa: E402
-from steering.vector_view import DATASET_CHOICES, extraction_options, extraction_summary, layer_note  # noqa: E402
-from steering.vector_view import vector_defaults  # noqa: E402
-from steering.vectors import SteeringVector, VectorFileError  # noqa: E402
+from steering import settings as S  # the choice lists, ranges and defaults
+from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
+from steering.chat import LABELS, Turn, column_steering, decoding, new_history, stream_turn
+from steering.data import DatasetError, load_prompts
+from steering.models import BUNDLED, SUGGESTED_MODELS
+from steering.pipeline import extract_and_save
+from steering.plots import SERIES, heatmap, layer_figure
+from steering.serve import MONO_FONTS, SYSTEM_FONTS, server_args
+from steering.session import ModelSession, model_status
+from steering.settings import STRENGTH_RANGE  # also read by tests/test_bad_inputs.py
+from steering.steer import strength_warning
+from steering.sweep import DEFAULT_SWEEP_TOKENS, recommend
+from steering.sweep_tab import SweepPicks, best_line, best_setting, picked_setting, sweep_grid
+from steering.tables import stats_frame, sweep_frame
+from steering.vector_files import SUFFIXES, unique_path
+from steering.vector_view import DATASET_CHOICES, extraction_options, extraction_summary, layer_note, vector_defaults
+from steering.vectors import SteeringVector, VectorFileError
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -46,7 +46,6 @@ except ImportError:
     gpu = lambda fn: fn  # noqa: E731
 
 LOG = logging.getLogger("gyaru-studio")
-ROOT = Path(__file__).resolve().parent
 THEME = gr.themes.Default(primary_hue="pink", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
 CSS = ".score-line p { margin: 0; font-size: 0.9em; }"
 MODEL_WORK = dict(concurrency_limit=1, concurrency_id="model")  # one generation or load at a time, in one queue slot
@@ -56,7 +55,7 @@ COSMETIC = dict(api_visibility="private", queue=False)  # no model work, not par
 # --------------------------------------------------------------------------- the shared model and vectors
 
 HOLDER = ModelSession()  # the one model every user shares
-CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or ROOT / "vectors")
+CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or Path(__file__).resolve().parent / "vectors")
 atexit.register(lambda: CATALOG.close())  # upload folders still held at exit
 
 
@@ -77,12 +76,6 @@ def vector_dropdown(loaded, uploads: list[str], selected: str | None = None):
     return gr.Dropdown(choices=listing.choices, value=listing.value), listing.note
 
 
-def current_model_spec() -> str:
-    """The shared model's spec without loading one (a cosmetic event must not wait for a load)."""
-    loaded = HOLDER.loaded  # read once: a load in another thread sets it to None for a while
-    return loaded.spec if loaded is not None else HOLDER.default
-
-
 def open_vector(path: str | None, uploads: list[str] | None) -> SteeringVector:
     """Load the chosen vector; only files in the vectors folder or this user's own uploads are ever opened."""
     with user_errors():
@@ -97,11 +90,11 @@ def warn(message: str | None) -> None:
 
 def strength_slider(scale: str, value: float, **props):
     """The strength slider's range for `scale`, holding `value` (clamped to it); `props` when building it."""
-    lo, hi, step = S.STRENGTH_RANGE.get(scale, S.STRENGTH_RANGE["calibrated"])
+    lo, hi, step = STRENGTH_RANGE.get(scale, STRENGTH_RANGE["calibrated"])
     return gr.Slider(minimum=lo, maximum=hi, step=step, value=min(max(float(value), lo), hi), **props)
 
 
-# --------------------------------------------------------------------------- handlers: model bar
+# --------------------------------------------------------------------------- handlers: model bar, extract, layers
 
 
 @gpu
@@ -137,9 +130,6 @@ def on_upload_vector(files: list[str] | None, uploads: list[str], selected: str 
         gr.Warning(message)
     dropdown, note = vector_dropdown(loaded, uploads + added, added[-1] if added else selected)
     return dropdown, uploads + added, note
-
-
-# --------------------------------------------------------------------------- handlers: extract, layers
 
 
 @gpu
@@ -192,7 +182,7 @@ def on_vector_selected(path: str | None, uploads: list[str]):
     tab's layer options, strengths, scale and mode for the chosen vector."""
     if not path:
         return (gr.skip(),) * 12
-    defaults = vector_defaults(open_vector(path, uploads), current_model_spec())
+    defaults = vector_defaults(open_vector(path, uploads), HOLDER.spec)
     sweep = (defaults.sweep_layers, defaults.sweep_strengths, defaults.sweep_scale, defaults.setting.mode)
     return *chat_setting(defaults.setting), gr.Dropdown(choices=defaults.prompts, value=None), *sweep
 
@@ -223,7 +213,8 @@ def on_chat(
     with user_errors():
         steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
         settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
-    warn(strength_warning(steering))
+        warning = strength_warning(steering)  # a non-finite strength is refused here
+    warn(warning)
     lang = S.default_lang(vector.meta.lang, loaded.spec)
     try:  # closing(): when the client goes away, the generate call stops before the next request gets the model
         with closing(stream_turn(loaded, turn, steering, settings, lang, on_notice=gr.Warning)) as views:
@@ -237,6 +228,7 @@ def on_chat(
 
 
 def on_clear():
+    """Empty both columns, their score lines and this user's chat history."""
     return [], [], "", "", new_history()
 
 
@@ -285,6 +277,7 @@ def on_apply_cell(label: str | None, picks: SweepPicks | None, current_path: str
 
 
 def on_apply_best(picks: SweepPicks | None, current_path: str | None):
+    """The Chat tab set to the recommended cell's setting, and shown."""
     with user_errors():
         best_setting(picks)  # refuses when there is no sweep, or it recommended nothing
     return on_apply_cell(picks.best, picks, current_path)
@@ -292,8 +285,7 @@ def on_apply_best(picks: SweepPicks | None, current_path: str | None):
 
 def on_pick_row(picks: SweepPicks | None, evt: gr.SelectData):
     """Clicking a row of the sweep table picks that cell in the dropdown."""
-    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-    label = picks.label_at(row) if picks is not None else None
+    label = picks.label_at(evt.index) if picks is not None else None
     return gr.Dropdown(value=label) if label is not None else gr.skip()
 
 
@@ -399,19 +391,9 @@ def chat_tab(ui: SimpleNamespace) -> None:
     # the setting a vector's defaults and a sweep cell fill in (chat_setting's order)
     ui.chat_setting = [ui.layers, ui.strength, ui.scale, ui.mode, ui.apply_to, ui.half_life, ui.penalty]
     steering = [ui.layers, ui.strength, ui.scale, ui.apply_to]
-    inputs = [
-        msg,
-        ui.vector,
-        *steering,
-        max_new,
-        temperature,
-        seed,
-        ui.penalty,
-        ui.history,
-        ui.uploads,
-        ui.mode,
-        ui.half_life,
-    ]
+    decoding_in = [max_new, temperature, seed, ui.penalty]
+    # mode and half-life come last: positional callers of on_chat from before they existed still work
+    inputs = [msg, ui.vector, *steering, *decoding_in, ui.history, ui.uploads, ui.mode, ui.half_life]
     columns = [plain_bot, steered_bot, plain_md, steered_md, ui.history]
     gr.on([send.click, msg.submit], on_chat, inputs, [*columns, msg], api_name="chat", **MODEL_WORK)
     ui.scale.input(strength_slider, [ui.scale, ui.strength], ui.strength, **COSMETIC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,17 +14,22 @@ from .cli_eval import add_eval_commands
 from .cli_eval import progress_bar as _progress_bar
 from .settings import (
     APPLY_TO,
+    CHARS_PER_TOKEN,
     CONTRASTS,
     DEFAULT_APPLY_TO,
     DEFAULT_READ_POSITION,
     EXPORT_FORMATS,
+    MAX_TEXT_TOKENS,
     METHODS,
     MODES,
     QUANTIZE,
     READ_POSITIONS,
     SCALES,
     check_layer_spec,
+    float_arg,
+    int_arg,
     resolve_setting,
+    seed_arg,
 )
 from .tables import layer_table
 
@@ -34,13 +40,18 @@ def cmd_extract(args) -> int:
     from .pipeline import extract_and_save
     from .vector_files import save_preflight
 
-    # Refuse a bad --out or dataset now, not after loading the model and capturing every pair.
-    if args.max_pairs is not None and args.max_pairs < 1:
-        raise ValueError(f"--max-pairs must be at least 1, got {args.max_pairs}")
+    # Refuse a bad --out or dataset now, not after loading the model and capturing every pair. (Numbers such as
+    # --max-pairs 0 were refused by argparse already.) Texts are checked by characters here (the context is not
+    # known yet) and by tokens once the model has loaded, before it runs.
     if args.layers is not None:
         check_layer_spec(args.layers, "--layers")
-    save_preflight(args.out, overwrite=args.overwrite)
-    load_dataset(args.data, contrast=args.contrast, max_entries=args.max_pairs)  # reads only what will be used
+    save_preflight(args.out, overwrite=args.overwrite, what="--out")
+    load_dataset(  # reads only what will be used
+        args.data,
+        contrast=args.contrast,
+        max_entries=args.max_pairs,
+        max_text_chars=CHARS_PER_TOKEN * args.max_text_tokens,
+    )
     t0 = time.perf_counter()
     loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
     load_s = time.perf_counter() - t0
@@ -58,6 +69,7 @@ def cmd_extract(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=None if args.json else _progress_bar("capture"),
+        max_text_tokens=args.max_text_tokens,
     )
     timings = {"load_s": load_s, "capture_s": timings["capture_s"], "fit_s": timings["fit_s"]}
     if args.json:
@@ -171,16 +183,29 @@ def _side_by_side(plain: str, steered: str, width: int = 60) -> str:
     return "\n".join(rows)
 
 
+def _check_prompt_lengths(prompts: list[str], prompts_file: str | None, limit: int) -> None:
+    """Refuse, before generating anything, a prompt longer than one message may be (naming its line in a file)."""
+    from .data import load_prompts
+
+    longest = max(prompts, key=len)
+    if len(longest) <= limit:
+        return
+    if prompts_file:
+        load_prompts(prompts_file, max_chars=limit)  # raises, naming the file and line
+    raise ValueError(f"prompt: {len(longest):,} characters, over the {limit:,}-character limit for one message")
+
+
 def cmd_generate(args) -> int:
     from .data import load_prompts
-    from .generate import GenerationSettings
+    from .generate import GenerationSettings, max_message_chars
     from .models import load_model
-    from .steer import Steering
+    from .steer import Steering, strength_values
     from .vector_files import load_vector
     from .vectors import check_fits
 
     if not (args.prompt or "").strip() and not args.prompts:  # refused before any model is loaded
         raise ValueError("empty prompt: give a prompt, or --prompts FILE")
+    prompts = load_prompts(args.prompts) if args.prompts else [args.prompt]  # a broken file fails before the model
     vector = load_vector(args.vector)
     setting = resolve_setting(
         vector,
@@ -195,12 +220,8 @@ def cmd_generate(args) -> int:
     )
     check_layer_spec(setting.layers, "--layers")  # a typo fails before the model loads
     strength, penalty = setting.strength, setting.repetition_penalty
-    loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
-    check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)  # "made for another model" comes first
-    steering = Steering(
-        vector, setting.layers, strength, setting.scale, setting.apply_to, setting.mode, setting.half_life
-    )
-    settings = GenerationSettings(
+    strength_values(strength)  # 1e39 (inf in float32) fails before the model loads too
+    settings = GenerationSettings(  # so does a bad decoding value (also one recommended by a sidecar)
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -209,7 +230,12 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         system_prompt=args.system,
     )
-    prompts = load_prompts(args.prompts) if args.prompts else [args.prompt]
+    loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
+    check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)  # "made for another model" comes first
+    _check_prompt_lengths(prompts, args.prompts, max_message_chars(loaded))
+    steering = Steering(
+        vector, setting.layers, strength, setting.scale, setting.apply_to, setting.mode, setting.half_life
+    )
     shown = {
         "model": args.model,
         "vector": str(args.vector),
@@ -235,9 +261,10 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .interop import read_vector
+    from .interop import check_export_path, read_vector
     from .vector_files import export_vector
 
+    check_export_path(args.out, args.format, args.overwrite, what="--out")  # before the source is read
     out = export_vector(args.vector, args.format, args.out, overwrite=args.overwrite, model_hint=args.model_hint)
     directions, meta, stats = read_vector(out)  # read back what was written: the file is loadable
     info = {
@@ -274,8 +301,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line refusals: `error: MESSAGE (see `steering CMD --help`)` on stderr, exit 2.
+
+    A checked number's message already names its flag (`--batch-size must be at least 1, got 0`), so argparse's
+    own `argument --batch-size: ` prefix is dropped for it. Subcommand parsers are of this class too."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument (\S+): (?=\1 )", "", message)
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="steering", description="Gyaru steering vectors: extract, inspect, steer.")
+    parser = _Parser(prog="steering", description="Gyaru steering vectors: extract, inspect, steer.")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -294,10 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="which reply tokens extraction reads: their mean (default: worked best, docs/evaluation.md) or the last "
         "one (--position: the old name)",
     )
-    p.add_argument("--max-pairs", type=int, default=None)
-    p.add_argument("--heldout", type=float, default=0.2, help="share of pairs held out for accuracy/AUC")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-pairs", type=int_arg("--max-pairs"), default=None)
+    p.add_argument(
+        "--heldout",
+        type=float_arg("--heldout", minimum=0.0, below=1.0),
+        default=0.2,
+        help="share of pairs held out for accuracy/AUC (0 <= x < 1)",
+    )
+    p.add_argument("--seed", type=seed_arg("--seed"), default=0)
+    p.add_argument("--batch-size", type=int_arg("--batch-size"), default=16)
+    p.add_argument(
+        "--max-text-tokens",
+        type=int_arg("--max-text-tokens"),
+        default=MAX_TEXT_TOKENS,
+        help=f"refuse a dataset text longer than this many tokens (default {MAX_TEXT_TOKENS}; never more than the "
+        "model's context)",
+    )
     p.add_argument("--quantize", default=None, choices=QUANTIZE)
     p.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16 (default: float32 on CPU)")
     p.add_argument("--out", required=True, type=Path)
@@ -344,18 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--half-life",
-        type=float,
+        type=float_arg("--half-life", above=0.0),
         default=None,
         help="tokens over which the strength halves during a reply (default: the vector's recommended, else constant)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int_arg("--max-new-tokens"), default=128)
+    p.add_argument("--temperature", type=float_arg("--temperature", minimum=0.0), default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float_arg("--top-p", above=0.0, maximum=1.0), default=1.0)
+    p.add_argument("--top-k", type=int_arg("--top-k", minimum=0), default=0, help="0 = no top-k cut")
     p.add_argument(
-        "--repetition-penalty", type=float, default=None, help="default: the vector's recommended value, else 1.0"
+        "--repetition-penalty",
+        type=float_arg("--repetition-penalty", above=0.0),
+        default=None,
+        help="default: the vector's recommended value, else 1.0",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg("--seed"), default=0)
     p.add_argument("--system", default=None, help="system prompt (default: the model template's own)")
     p.add_argument("--quantize", default=None, choices=QUANTIZE)
     p.add_argument("--dtype", default=None)
@@ -382,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as `error: ...`
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         return args.func(args)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from .settings import (
     SWEEP_STRENGTHS,
     check_layer_spec,
     default_lang,
+    float_arg,
+    int_arg,
     parse_layer_options,
     parse_penalties,
     parse_strengths,
@@ -46,18 +47,9 @@ def progress_bar(desc: str):
     return update
 
 
-def _positive(name: str):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
-        return value
-
-    return parse
-
-
 def cmd_sweep(args) -> int:
     from .data import load_prompts
+    from .files import check_writable_destination
     from .metadata import Recommended
     from .models import load_model
     from .sweep import cells_table, recommend, sweep
@@ -66,7 +58,11 @@ def cmd_sweep(args) -> int:
     options = parse_layer_options(args.layers, "--layers")
     given = args.strengths if args.strengths is not None else SWEEP_STRENGTHS[args.scale]  # '' is an error
     strengths = parse_strengths(given, "--strengths")
+    if args.report:  # a report folder that could never be written fails now, not after the whole sweep
+        check_writable_destination(args.report, "--report", folder=True)
     vector = load_vector(args.vector)
+    if args.recommend and vector.path and vector.path.suffix == ".pt":
+        check_writable_destination(vector.path.with_suffix(".json"), "--recommend")
     lang = default_lang(vector.meta.lang, args.model)
     prompts = load_prompts(args.prompts or lang)[: args.max_prompts]
     loaded = load_model(args.model)
@@ -152,13 +148,16 @@ def _ship(vector, study, loaded, folder: Path, lang: str) -> Path:
 
 def cmd_compare(args) -> int:
     from .data import BUNDLED
-    from .files import atomic_write_text
+    from .files import atomic_write_text, check_writable_destination
     from .models import load_model
     from .pipeline import extract_from_dataset
     from .study import run_study, study_json, study_markdown
 
     check_layer_spec(args.layers, "--layers")  # a typo fails before the model loads
     plans = {lang: _study_plan(args, lang) for lang in args.lang}
+    check_writable_destination(args.report, "--report", folder=True)  # so does a folder that cannot be written
+    if args.ship:
+        check_writable_destination(args.ship, "--ship", folder=True)
     loaded = load_model(args.model)
     args.report.mkdir(parents=True, exist_ok=True)
     command = f"python -m steering compare {' '.join(sys.argv[2:])}"
@@ -197,7 +196,7 @@ def add_eval_commands(sub) -> None:
     p.add_argument("--model", default="bundled")
     p.add_argument("--vector", required=True, type=Path)
     p.add_argument("--prompts", default=None, help="prompt file (default: the vector's language set)")
-    p.add_argument("--max-prompts", type=_positive("--max-prompts"), default=16)
+    p.add_argument("--max-prompts", type=int_arg("--max-prompts"), default=16)
     p.add_argument(
         "--layers",
         default=SWEEP_LAYER_OPTIONS,
@@ -212,9 +211,9 @@ def add_eval_commands(sub) -> None:
     p.add_argument("--scale", default=SCALES[0], choices=SCALES)
     p.add_argument("--mode", default=MODES[0], choices=MODES)
     p.add_argument("--apply-to", "--position", dest="apply_to", default=DEFAULT_APPLY_TO, choices=APPLY_TO)
-    p.add_argument("--max-new-tokens", type=_positive("--max-new-tokens"), default=DEFAULT_SWEEP_TOKENS)
+    p.add_argument("--max-new-tokens", type=int_arg("--max-new-tokens"), default=DEFAULT_SWEEP_TOKENS)
     p.add_argument("--system", default=None, help="system prompt (e.g. a 'talk like a gal' baseline)")
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--repetition-penalty", type=float_arg("--repetition-penalty", above=0.0), default=1.1)
     p.add_argument("--report", type=Path, default=None, help="folder for CSV/JSON, heatmaps and a markdown summary")
     p.add_argument("--recommend", action="store_true", help="write the recommended setting into the vector's .json")
     p.add_argument("--json", action="store_true")
@@ -227,10 +226,8 @@ def add_eval_commands(sub) -> None:
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--apply-to", nargs="+", default=list(STUDY_APPLY_TO), choices=APPLY_TO)
     p.add_argument("--repetition-penalties", default="1.1,1.3", help="comma-separated")
-    p.add_argument("--dev", type=_positive("--dev"), default=16, help="prompts used to choose the setting")
-    p.add_argument(
-        "--test", type=_positive("--test"), default=32, help="other prompts every reported number comes from"
-    )
+    p.add_argument("--dev", type=int_arg("--dev"), default=16, help="prompts used to choose the setting")
+    p.add_argument("--test", type=int_arg("--test"), default=32, help="other prompts every reported number comes from")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny grid, 2+2 prompts, 16 tokens")
     p.add_argument("--report", type=Path, default=Path("docs"))
     p.add_argument("--ship", default=None, help="save each language's vector with its recommended setting here")

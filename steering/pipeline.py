@@ -7,11 +7,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .data import contrast_pairs, load_dataset
-from .extract import extract, suggest_layer
+from .data import _location_unit, contrast_pairs, load_dataset, shown_path
+from .extract import extract, suggest_layer, text_token_cap
 from .metadata import Recommended, VectorMeta
 from .models import LoadedModel
-from .settings import FRESH_SETTING, default_band
+from .settings import CHARS_PER_TOKEN, FRESH_SETTING, MAX_TEXT_TOKENS, default_band
 from .vector_files import save_preflight, save_vector
 from .vectors import SteeringVector
 
@@ -28,13 +28,23 @@ def extract_from_dataset(
     seed: int = 0,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    max_text_tokens: int | None = MAX_TEXT_TOKENS,
 ) -> tuple[SteeringVector, dict[str, float]]:
-    """Load pairs, extract, and build a SteeringVector with full metadata (not yet saved)."""
-    if max_pairs is not None and max_pairs < 0:
+    """Load pairs, extract, and build a SteeringVector with full metadata (not yet saved).
+
+    Every text must fit `max_text_tokens` tokens and the model's context: one that does not is refused before the
+    model runs, naming its file, line and field (by characters before anything is tokenized, then by tokens)."""
+    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1):
         raise ValueError(f"max_pairs must be at least 1 (or None for all pairs), got {max_pairs}")
+    cap = text_token_cap(loaded, max_text_tokens)
     # With max_pairs only that many entries are read and kept: a huge file costs no more memory than a small one.
-    dataset = load_dataset(data, contrast=contrast, max_entries=max_pairs or None)
+    dataset = load_dataset(data, contrast=contrast, max_entries=max_pairs, max_text_chars=CHARS_PER_TOKEN * cap)
     pairs = contrast_pairs(dataset, contrast)
+    shown, unit = shown_path(dataset.path), _location_unit(dataset.path)
+    negative = contrast.split("-vs-", 1)[1]
+    lines = [e.line for e in dataset.entries]
+    labels = [f'{shown} {unit} {line}, field "gyaru"' for line in lines]
+    labels += [f'{shown} {unit} {line}, field "{negative}"' for line in lines]
     result = extract(
         loaded,
         [p.positive for p in pairs],
@@ -48,6 +58,8 @@ def extract_from_dataset(
         seed=seed,
         batch_size=batch_size,
         progress=progress,
+        max_text_tokens=max_text_tokens,
+        labels=labels,
     )
     meta = VectorMeta(
         model=loaded.spec,

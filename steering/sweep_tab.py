@@ -137,8 +137,9 @@ class SweepPicks:
         steered = (label for label, setting in self.cells.items() if not setting.plain)
         return self.best or next(steered, None) or next(iter(self.cells), None)
 
-    def label_at(self, row) -> str | None:
-        """The label of the table's row `row` (None for anything that is not a row index)."""
+    def label_at(self, index) -> str | None:
+        """The label of a table row, from a row number or a [row, column] cell index (None for anything else)."""
+        row = index[0] if isinstance(index, (list, tuple)) and index else index
         labels = self.labels
         return labels[row] if isinstance(row, int) and 0 <= row < len(labels) else None
 

@@ -61,11 +61,12 @@ def text_of(message: dict) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
-def chat(url, vector: Path, strength: float, message: str = "How are you today?"):
-    """One /chat call in a fresh session (each client has its own history)."""
+def chat(url, vector: Path, strength: float, message: str = "How are you today?", **setting):
+    """One /chat call in a fresh session (each client has its own history); `setting` passes mode, half_life, ..."""
     fresh = gradio_client.Client(url, verbose=False)
     fresh.predict(api_name="/startup")  # the session's vector list, as a page load would fill it
-    return fresh.predict(message, str(vector), "8-12", strength, "calibrated", "all", 12, 0.0, 0, api_name="/chat")
+    args = (message, str(vector), "8-12", strength, "calibrated", "all", 12, 0.0, 0)
+    return fresh.predict(*args, **setting, api_name="/chat")
 
 
 def test_endpoints_are_named(client):
@@ -158,6 +159,47 @@ def test_chat_steered_differs_and_hooks_are_removed(url, vector_path):
     assert hooks_left(app.HOLDER.loaded.model) == 0
 
 
+def test_chat_modes_and_half_life_reach_the_steering(url, vector_path):
+    """Each mode steers (the extracted vector records the projections clamp needs), and a half-life decays the push
+    so the reply differs from the constant one."""
+    path, *_ = vector_path
+    plain, constant, *_ = chat(url, path, 4.0)
+    for mode in app.S.MODES:
+        plain_m, steered_m, *_ = chat(url, path, 4.0, mode=mode)
+        assert text_of(plain_m[1]) == text_of(plain[1])  # the plain column never changes
+        assert text_of(steered_m[1]) != text_of(plain[1]), mode
+    _, decayed, *_ = chat(url, path, 4.0, half_life=2)
+    assert text_of(decayed[1]) != text_of(constant[1])
+    assert hooks_left(app.HOLDER.loaded.model) == 0
+
+
+@pytest.fixture
+def no_projection_vector(vector_path):
+    """A copy of the extracted vector as extracted before the projections clamp needs were recorded."""
+    path, *_ = vector_path
+    old = path.with_name(f"{path.stem}-noproj.pt")
+    shutil.copy(path, old)
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    for stats in meta["layers"].values():
+        del stats["baseline_projection"], stats["gyaru_projection"]
+    old.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    yield old
+    for leftover in (old, old.with_suffix(".json")):
+        leftover.unlink(missing_ok=True)
+
+
+def test_chat_refuses_clamp_without_projections_and_a_negative_half_life(url, vector_path, no_projection_vector):
+    """Clamp on a vector without recorded projections is a toast that says why; nothing runs."""
+    with pytest.raises(gradio_client.exceptions.AppError, match="clamp.*re-extract"):
+        chat(url, no_projection_vector, 2.0, mode="clamp")
+    plain, steered, *_ = chat(url, no_projection_vector, 2.0, mode="norm_preserving")  # other modes still work
+    assert text_of(steered[1])
+    path, *_ = vector_path
+    with pytest.raises(gradio_client.exceptions.AppError, match="less than minimum value 0"):  # the field's own bound
+        chat(url, path, 2.0, half_life=-3)
+    assert hooks_left(app.HOLDER.loaded.model) == 0
+
+
 def test_chat_at_strength_zero_gives_identical_replies(url, vector_path):
     path, *_ = vector_path
     plain, steered, *_ = chat(url, path, 0.0)
@@ -198,7 +240,15 @@ def recommended_vector(vector_path):
     copy = path.with_name(f"{path.stem}-rec.pt")
     shutil.copy(path, copy)
     meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    meta["recommended"] = {"layers": [9, 10, 11], "strength": 3.5, "scale": "calibrated", "repetition_penalty": 1.3}
+    meta["recommended"] = {
+        "layers": [9, 10, 11],
+        "strength": 3.5,
+        "scale": "calibrated",
+        "repetition_penalty": 1.3,
+        "mode": "norm_preserving",
+        "apply_to": "generated",
+        "half_life": 24,
+    }
     copy.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     yield copy
     for leftover in (copy, copy.with_suffix(".json")):
@@ -207,14 +257,25 @@ def recommended_vector(vector_path):
 
 def test_vector_defaults_use_the_recommended_setting(url, vector_path, recommended_vector):
     client = sweep_session(url)  # a page load after the file appeared: it is in this session's list
-    layers, strength, scale, _examples, sweep_layers, sweep_strengths, sweep_scale, penalty = client.predict(
-        str(recommended_vector), api_name="/vector_defaults"
+    chat_setting, examples, sweep_defaults = split_defaults(
+        client.predict(str(recommended_vector), api_name="/vector_defaults")
     )
+    layers, strength, scale, mode, apply_to, half_life, penalty = chat_setting
     assert (layers, strength["value"], scale, penalty) == ("9-11", 3.5, "calibrated", 1.3)
-    assert sweep_layers == "8-10 10-12" and sweep_strengths == "0,1,2,3,4" and sweep_scale == "calibrated"
-    path, *_ = vector_path  # no "recommended": suggested layer ±2 (those the vector has) at strength 2
-    layers, strength, scale, *_ = client.predict(str(path), api_name="/vector_defaults")
-    assert (layers, strength["value"], scale) == ("10-12", 2.0, "calibrated")
+    assert (mode, apply_to, half_life) == ("norm_preserving", "generated", 24)
+    assert examples["choices"] and examples["value"] is None  # the vector's language's prompts
+    assert sweep_defaults == ("8-10 10-12", "0,1,2,3,4", "calibrated", "norm_preserving")
+    path, *_ = vector_path  # a fresh extraction: suggested layer ±2 (those the vector has) at strength 2
+    (layers, strength, scale, mode, _apply_to, half_life, _penalty), *_ = split_defaults(
+        client.predict(str(path), api_name="/vector_defaults")
+    )
+    assert (layers, strength["value"], scale, mode, half_life) == ("10-12", 2.0, "calibrated", "add", 0)
+
+
+def split_defaults(values):
+    """/vector_defaults: the Chat tab's setting (7 controls), its example prompts, the Sweep tab's 4 defaults."""
+    assert len(values) == 12
+    return tuple(values[:7]), values[7], tuple(values[8:])
 
 
 def sweep_session(url):
@@ -224,27 +285,37 @@ def sweep_session(url):
 
 
 def test_sweep_shows_heatmaps_and_table_and_applies_cells_to_chat(url, vector_path, monkeypatch):
-    """2 layer options × strengths 0, 2 on 2 prompts, 8 tokens. Which cell is best depends on the model's replies
-    (8 greedy tokens rarely hold a marker), so recommend() is pinned here; test_evaluate tests recommend()."""
+    """2 layer options × strengths 0, 2 on 2 prompts, 8 tokens, in the norm-preserving mode on generated tokens.
+    Which cell is best depends on the model's replies (8 greedy tokens rarely hold a marker), so recommend() is
+    pinned here; test_sweep tests recommend()."""
     path, *_ = vector_path
     monkeypatch.setattr(app, "recommend", lambda cells: cells[-1])
     session = sweep_session(url)
-    style, broken, table, best, pick = session.predict(
-        str(path), "8-10 10-12", "0,2", 2, 8, "calibrated", api_name="/sweep"
-    )
-    for figure, title in ((style, "Style"), (broken, "Broken")):
+    grid = (str(path), "8-10 10-12", "0,2", 2, 8, "calibrated", 1.0, "norm_preserving", "generated")
+    markers, broken, table, best, pick = session.predict(*grid, api_name="/sweep")
+    for figure, title in ((markers, "gal marker"), (broken, "Broken")):
         assert figure["type"] == "plotly" and title in figure["plot"] and '"heatmap"' in figure["plot"]
     assert len(table["data"]) == 4
     assert [row[0] for row in table["data"]] == ["8-10 @ 0", "8-10 @ 2", "10-12 @ 0", "10-12 @ 2"]
-    assert {"style", "broken_share", "marker_share"} <= set(table["headers"])
+    assert {"marker_share", "broken_share", "perplexity_ratio", "gal_readable_share"} <= set(table["headers"])
+    modes = {row[table["headers"].index("mode")] for row in table["data"]}
+    assert modes == {"norm_preserving"}
     assert "10-12" in best and "2" in best
+    assert "markers" in best and "broken" in best and "perplexity" in best
     assert pick["value"] == "10-12 @ 2" and len(pick["choices"]) == 4
     assert hooks_left(app.HOLDER.loaded.model) == 0
 
-    layers, strength, scale = session.predict(str(path), api_name="/apply_best")
+    layers, strength, scale, mode, apply_to, half_life, penalty = session.predict(str(path), api_name="/apply_best")
     assert (layers, strength["value"], scale) == ("10-12", 2.0, "calibrated")
-    layers, strength, scale = session.predict("8-10 @ 2", str(path), api_name="/apply_cell")
-    assert (layers, strength["value"], scale) == ("8-10", 2.0, "calibrated")
+    assert (mode, apply_to, half_life, penalty) == ("norm_preserving", "generated", 0, 1.0)
+    layers, strength, scale, mode, apply_to, *_ = session.predict("8-10 @ 2", str(path), api_name="/apply_cell")
+    assert (layers, strength["value"], scale, mode, apply_to) == (
+        "8-10",
+        2.0,
+        "calibrated",
+        "norm_preserving",
+        "generated",
+    )
     # another session has no sweep of its own
     with pytest.raises(gradio_client.exceptions.AppError, match="sweep first"):
         sweep_session(url).predict(str(path), api_name="/apply_best")
@@ -258,8 +329,21 @@ def test_sweep_without_a_recommendation(url, vector_path, monkeypatch):
     assert len(table["data"]) == 2 and "no recommendation" in best and pick["value"] == "10-12 @ 2"
     with pytest.raises(gradio_client.exceptions.AppError, match="no recommended cell"):
         session.predict(str(path), api_name="/apply_best")
-    layers, strength, scale = session.predict("10-12 @ 2", str(path), api_name="/apply_cell")
-    assert (layers, strength["value"]) == ("10-12", 2.0)
+    layers, strength, scale, mode, *_ = session.predict("10-12 @ 2", str(path), api_name="/apply_cell")
+    assert (layers, strength["value"], mode) == ("10-12", 2.0, "add")
+
+
+def test_sweep_refuses_what_the_vector_cannot_do_before_generating(url, vector_path, no_projection_vector, tmp_path):
+    """Clamp without recorded projections, and the calibrated scale on a bare .pt (no sidecar)."""
+    session = sweep_session(url)
+    with pytest.raises(gradio_client.exceptions.AppError, match="clamp"):
+        session.predict(str(no_projection_vector), "10-12", "0,2", 2, 4, "calibrated", 1.0, "clamp", api_name="/sweep")
+    path, *_ = vector_path
+    bare = tmp_path / "bare-sweep.pt"
+    bare.write_bytes(path.read_bytes())
+    dropdown, _note = session.predict([gradio_client.handle_file(str(bare))], None, api_name="/upload_vector")
+    with pytest.raises(gradio_client.exceptions.AppError, match="calibrated scale"):
+        session.predict(dropdown["value"], "10-12", "0,2", 2, 4, "calibrated", api_name="/sweep")
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,7 @@ def test_extract_layers_chat(page):
     fill(page, "sweep-prompts", "2")
     fill(page, "sweep-tokens", "12")
     page.locator("#sweep-btn").click()
-    for plot in ("sweep-style", "sweep-broken"):
+    for plot in ("sweep-markers", "sweep-broken"):
         page.locator(f"#{plot} .js-plotly-plot .heatmaplayer, #{plot} .js-plotly-plot .hm").first.wait_for()
     page.locator("#sweep-table").get_by_text("10-12 @ 4").first.wait_for(state="attached")
     page.locator("#sweep-best").get_by_text("recommend", exact=False).first.wait_for()

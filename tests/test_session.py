@@ -46,6 +46,14 @@ def test_nothing_loads_until_first_use_then_the_default(fake_models):
     assert calls == ["bundled"]
 
 
+def test_spec_never_loads_a_model(fake_models):
+    models, calls = fake_models
+    shared = ModelSession(default="model-a")
+    assert shared.spec == "model-a" and calls == []  # the default's spec, nothing loaded for it
+    shared.load("model-b")
+    assert shared.spec == models["model-b"].spec and calls == ["model-b"]
+
+
 def test_load_replaces_the_model_and_the_same_spec_is_not_reloaded(fake_models):
     models, calls = fake_models
     shared = ModelSession(loaded=models["model-a"])

@@ -1,0 +1,550 @@
+"""Many users, one model: a scheduler that runs the rows of every waiting chat request in ONE batched generation.
+
+Callers (page sessions, API requests, scripts; any thread) `submit` a request: one or more rows, each with its own
+conversation, steering (a Steering, or None = plain) and decoding settings (max_new_tokens, temperature, top_p,
+top_k, repetition_penalty, seed, plus stop strings and a minimum length). One worker thread owns the generation:
+it takes every waiting request that fits (up to `max_batch_rows` rows, first come first served) and runs all their
+rows in one `model.generate` call, with row_steer.py's per-row hooks. Requests that arrive while a batch runs wait
+for the next batch; more than `max_queue` waiting requests is `SchedulerBusy` ("busy, try again").
+
+Decoding is per row inside that one call: a logits processor applies each row's repetition penalty (over the row's
+own tokens, never its padding), its minimum length, and, for sampled rows, its temperature / top-k / top-p and a
+draw from the row's own seeded generator (the chosen token is left as the only candidate, so generate's greedy
+pick takes it). So requests with different decoding settings share a batch; greedy rows give exactly their solo
+`generate_rows` reply, and a seeded sampled row gives the same reply whatever else shares its batch (not the same
+draw as generate_rows' global-RNG sampling). A stopping criterion follows each row: its own max_new_tokens, end of
+sequence, stop strings, and cancellation; when every row of a batch is done the batch stops.
+
+Each caller reads only its own rows (`Ticket.updates`/`stream`/`aupdates`/`result`), decoded incrementally with
+generate.Utf8SafeDecoder (never half a character) and with text that might begin a stop string held back. A caller
+that cancels (or closes its stream) stops its rows at the next step; the other rows run on. Rows that finish early
+keep their slot until the batch ends (generate does not shrink a batch), computing padding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, _batch_inputs, prepare_prompt
+from .models import LoadedModel
+from .row_steer import RowPlan, plan_row, row_steer
+from .settings import check_int
+from .steer import Steering
+
+STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"  # why a row ended (OpenAI's finish_reason for the first two)
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 8, 200
+
+
+class SchedulerBusy(RuntimeError):
+    """Too many requests are waiting: try again later."""
+
+
+class SchedulerClosed(RuntimeError):
+    """The scheduler was shut down before the request ran."""
+
+
+@dataclass
+class Row:
+    """One reply to generate: a conversation, its steering (None = plain) and its decoding settings."""
+
+    messages: Sequence[dict]
+    steering: Steering | None = None
+    settings: GenerationSettings | None = None  # None: GenerationSettings() (greedy, 128 tokens)
+    stop: Sequence[str] = ()  # the reply ends before the first of these strings
+    min_new_tokens: int = 0  # no end of sequence before this many tokens
+
+
+@dataclass
+class Update:
+    """A caller's rows so far: the text of each, why each ended (None while running), and whether all ended."""
+
+    texts: list[str]
+    finished: list[str | None]
+    done: bool
+
+
+@dataclass
+class TicketResult:
+    texts: list[str]
+    finished: list[str]
+    token_counts: list[int]
+    prompt_tokens: list[int]
+    notice: str | None
+    queued_s: float  # submit -> its batch started
+    first_token_s: float | None  # submit -> its first token
+    total_s: float  # submit -> its last row ended
+
+
+def _check_stops(stop) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}")
+    for s in stops:
+        if not isinstance(s, str) or not s or len(s) > MAX_STOP_CHARS:
+            raise ValueError(f"stop: each stop string must be text of 1 to {MAX_STOP_CHARS} characters, got {s!r}")
+    return stops
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many characters at the end of `text` could be the start of a stop string (not shown yet)."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return hold
+
+
+class _RowState:
+    """One row while it runs: its prompt, plan, decoding, decoder and progress."""
+
+    def __init__(self, prompt: PreparedPrompt, plan: RowPlan | None, settings: GenerationSettings, stops, min_new):
+        self.prompt, self.plan, self.settings = prompt, plan, settings
+        self.stops, self.min_new = stops, min_new
+        self.sampled = settings.temperature > 0
+        self.generator: torch.Generator | None = None
+        self.decoder: Utf8SafeDecoder | None = None
+        self.text = ""  # what the caller may see
+        self.count = 0  # generated tokens (without the end-of-sequence token)
+        self.finished: str | None = None
+
+    def start(self, loaded: LoadedModel) -> None:
+        self.decoder = Utf8SafeDecoder(loaded.tokenizer)
+        if self.sampled:
+            seed = self.settings.seed if self.settings.seed is not None else secrets.randbits(63)
+            self.generator = torch.Generator(device=loaded.device).manual_seed(seed)
+
+    def push(self, token: int) -> None:
+        self.decoder.push(token)
+        self.count += 1
+        self._show(final=False)
+        if self.finished is None and self.count >= self.settings.max_new_tokens:
+            self.end(LENGTH)
+
+    def _show(self, final: bool) -> None:
+        raw = self.decoder.emitted
+        if self.stops:
+            found = [i for i in (raw.find(s) for s in self.stops) if i >= 0]
+            if found:
+                self.text = raw[: min(found)]
+                self.finished = STOP
+                return
+            if not final:
+                raw = raw[: len(raw) - _held_back(raw, self.stops)]
+        self.text = raw
+
+    def end(self, reason: str) -> None:
+        if self.finished is not None:
+            return
+        if reason != CANCELLED:
+            self.decoder.flush()
+            self._show(final=True)
+        if self.finished is None:
+            self.finished = reason
+
+
+class Ticket:
+    """A submitted request: read its rows' progress, cancel it, or wait for its result. Thread-safe; `aupdates`
+    serves asyncio code (a web server) without holding a thread per waiting caller."""
+
+    def __init__(self, loaded: LoadedModel, rows: list[_RowState]):
+        self.loaded, self._rows = loaded, rows
+        self.notice = next((r.prompt.notice for r in rows if r.prompt.notice), None)
+        self.prompt_tokens = [len(r.prompt.input_ids) for r in rows]
+        self.submitted = time.perf_counter()
+        self.started: float | None = None
+        self.first_token: float | None = None
+        self.ended: float | None = None
+        self._cond = threading.Condition()
+        self._version = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._cancelled = threading.Event()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # ---------------------------------------------------------------- caller side
+
+    def cancel(self) -> None:
+        """Stop this request's rows at the next step (or drop it from the queue); other requests run on."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _snapshot(self) -> Update:
+        return Update([r.text for r in self._rows], [r.finished for r in self._rows], self._done)
+
+    def updates(self, timeout: float | None = None) -> Iterator[Update]:
+        """Each change of this request's rows until all ended (coalesced: a slow reader skips to the latest). Raises
+        what the generation raised; TimeoutError after `timeout` seconds without news. Closing the iterator early
+        cancels the request."""
+        seen = -1
+        try:
+            while True:
+                with self._cond:
+                    if not self._cond.wait_for(lambda last=seen: self._version != last or self._done, timeout):
+                        raise TimeoutError(f"no progress in {timeout} s")
+                    seen, update, error = self._version, self._snapshot(), self._error
+                if error is not None:
+                    raise error
+                yield update
+                if update.done:
+                    return
+        finally:
+            if not self._done:
+                self.cancel()
+
+    def stream(self, timeout: float | None = None) -> Iterator[list[str]]:
+        """The text of every row after each change (like generate.stream_rows)."""
+        for update in self.updates(timeout):
+            yield update.texts
+
+    async def aupdates(self) -> AsyncIterator[Update]:
+        """`updates` for asyncio: awaits news without blocking the loop or a thread; cancelled with its task."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._cond:
+            self._waiters.add(waiter)
+        seen = -1
+        try:
+            while True:
+                waiter[1].clear()
+                with self._cond:
+                    fresh = self._version != seen or self._done
+                    seen, update, error = self._version, self._snapshot(), self._error
+                if not fresh:
+                    await waiter[1].wait()
+                    continue
+                if error is not None:
+                    raise error
+                yield update
+                if update.done:
+                    return
+        finally:
+            with self._cond:
+                self._waiters.discard(waiter)
+            if not self._done:
+                self.cancel()
+
+    def result(self, timeout: float | None = None) -> TicketResult:
+        """Wait for every row to end; raises what the generation raised."""
+        for _ in self.updates(timeout):
+            pass
+        return TicketResult(
+            texts=[r.text for r in self._rows],
+            finished=[r.finished for r in self._rows],
+            token_counts=[r.count for r in self._rows],
+            prompt_tokens=self.prompt_tokens,
+            notice=self.notice,
+            queued_s=(self.started or self.ended) - self.submitted,
+            first_token_s=self.first_token - self.submitted if self.first_token else None,
+            total_s=self.ended - self.submitted,
+        )
+
+    # ---------------------------------------------------------------- worker side
+
+    def _publish(self, done: bool = False, error: BaseException | None = None) -> None:
+        with self._cond:
+            if self._done:
+                return
+            self._version += 1
+            if error is not None:
+                self._error = error
+            if done or error is not None:
+                self._done = True
+                self.ended = time.perf_counter()
+            self._cond.notify_all()
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that event loop is closed: its reader is gone
+                pass
+
+    def _end_unrun(self) -> None:
+        """Cancelled while waiting: its rows end without running."""
+        for row in self._rows:
+            row.finished = row.finished or CANCELLED
+        self._publish(done=True)
+
+    def _fail(self, error: BaseException) -> None:
+        for row in self._rows:
+            if row.finished is None:
+                row.finished = CANCELLED
+        self._publish(error=error)
+
+
+class _RowLogits:
+    """Per-row decoding inside one generate call (see the module docstring); a transformers logits processor."""
+
+    def __init__(self, rows: list[_RowState], width: int, stop_ids: list[int], device):
+        self.rows, self.width = rows, width
+        self.stop_ids = torch.tensor(stop_ids, device=device)
+        self.pads = [width - len(r.prompt.input_ids) for r in rows]
+        self.penalized = [i for i, r in enumerate(rows) if r.settings.repetition_penalty != 1.0]
+        self.penalties = torch.tensor(
+            [[rows[i].settings.repetition_penalty] for i in self.penalized], dtype=torch.float32, device=device
+        )
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.width
+        if self.penalized:  # as transformers' RepetitionPenaltyLogitsProcessor, over each row's own tokens only
+            idx = torch.tensor(self.penalized, device=scores.device)
+            vocab = scores.shape[-1]
+            ids = input_ids[idx].clamp(max=vocab)  # ids past the LM head's vocabulary go to a dropped extra column
+            for j, i in enumerate(self.penalized):
+                if self.pads[i]:
+                    ids[j, : self.pads[i]] = ids[j, self.pads[i]]  # padding repeats a real token: no effect
+            rows = torch.nn.functional.pad(scores[idx], (0, 1))
+            picked = torch.gather(rows, 1, ids)
+            picked = torch.where(picked < 0, picked * self.penalties, picked / self.penalties)
+            scores[idx] = rows.scatter(1, ids, picked)[..., :vocab]
+        for i, row in enumerate(self.rows):
+            if row.finished is not None:
+                continue
+            if step < row.min_new:
+                scores[i, self.stop_ids] = -math.inf
+            if row.sampled:
+                scores[i] = self._sample(scores[i], row)
+        return scores
+
+    @staticmethod
+    def _sample(scores: torch.Tensor, row: _RowState) -> torch.Tensor:
+        """transformers' temperature, top-k and top-p warpers, then one draw from the row's generator; the drawn
+        token is left as the only candidate."""
+        s = row.settings
+        scores = scores / s.temperature
+        if s.top_k:
+            kth = torch.topk(scores, min(s.top_k, scores.shape[-1]))[0][-1]
+            scores = scores.masked_fill(scores < kth, -math.inf)
+        if s.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=False)
+            remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
+            remove[-1:] = False
+            scores = scores.masked_fill(remove.scatter(0, order, remove), -math.inf)
+        token = torch.multinomial(scores.softmax(dim=-1), 1, generator=row.generator)
+        return torch.full_like(scores, -math.inf).index_fill_(0, token, 0.0)
+
+
+class _RowDriver:
+    """A transformers stopping criterion that reads each step's tokens: feeds every live row's decoder, ends rows
+    (end of sequence, stop string, max_new_tokens, cancelled) and publishes to each ticket."""
+
+    def __init__(self, tickets: list[Ticket], stop_ids: set[int]):
+        self.tickets, self.stop_ids = tickets, stop_ids
+        self.rows = [(t, r) for t in tickets for r in t._rows]
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        tokens = input_ids[:, -1].tolist()
+        now = time.perf_counter()
+        for (ticket, row), token in zip(self.rows, tokens):
+            if row.finished is not None:
+                continue
+            if ticket.cancelled:
+                row.end(CANCELLED)
+            elif token in self.stop_ids:
+                row.end(STOP)
+            else:
+                row.push(token)
+        for ticket in self.tickets:
+            if ticket.done:
+                continue
+            if ticket.first_token is None:
+                ticket.first_token = now
+            ticket._publish(done=all(r.finished is not None for r in ticket._rows))
+        return torch.tensor([r.finished is not None for _, r in self.rows], device=input_ids.device)
+
+
+def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
+    """Generate every row of `tickets` in one batched call (the worker's job; callable directly, e.g. in tests).
+    Each ticket ends done, or failed with the exception generation raised."""
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    rows = [r for t in tickets for r in t._rows]
+    started = time.perf_counter()
+    for ticket in tickets:
+        ticket.started = started
+    try:
+        for row in rows:
+            row.start(loaded)
+        inputs = _batch_inputs(loaded, [r.prompt for r in rows])
+        tok = loaded.tokenizer
+        stop_ids = sorted({tok.eos_token_id, tok.pad_token_id} - {None})
+        width = inputs["input_ids"].shape[1]
+        driver = _RowDriver(tickets, set(stop_ids))
+        kwargs = dict(
+            max_new_tokens=max(r.settings.max_new_tokens for r in rows),
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            repetition_penalty=1.0,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            logits_processor=LogitsProcessorList([_RowLogits(rows, width, stop_ids, loaded.device)]),
+            stopping_criteria=StoppingCriteriaList([driver]),
+        )
+        with row_steer(loaded, [r.plan for r in rows]), torch.inference_mode():
+            loaded.model.generate(**inputs, **kwargs)
+        for row in rows:  # generate's own end (the longest max_new_tokens) without the driver's word
+            row.end(LENGTH)
+    except BaseException as exc:  # noqa: BLE001 - every caller of the batch hears it
+        for ticket in tickets:
+            ticket._fail(exc)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    for ticket in tickets:
+        ticket._publish(done=True)
+
+
+@dataclass
+class SchedulerStats:
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+    recent_batches: deque = field(default_factory=lambda: deque(maxlen=64))  # rows per batch, newest last
+
+
+class Scheduler:
+    """Queues chat requests from any thread and runs them in batches on one worker thread (started on first use).
+
+    max_batch_rows: rows in one generate call (a request with more is refused); max_queue: requests that may wait
+    (beyond it, SchedulerBusy); gather_seconds: how long an idle worker waits after the first request for others
+    that arrive together.
+    """
+
+    def __init__(self, max_batch_rows: int = 32, max_queue: int = 64, gather_seconds: float = 0.01):
+        self.max_batch_rows = check_int(max_batch_rows, "max_batch_rows", minimum=1)
+        self.max_queue = check_int(max_queue, "max_queue", minimum=0)
+        self.gather_seconds = max(0.0, float(gather_seconds))
+        self.stats = SchedulerStats()
+        self._queue: deque[Ticket] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._running: list[Ticket] = []
+        self._worker: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- callers
+
+    def prepare(self, loaded: LoadedModel, rows: Sequence[Row]) -> Ticket:
+        """Check and template every row (ValueError naming what is wrong) without queueing anything."""
+        rows = list(rows)
+        if not rows:
+            raise ValueError("a request needs at least one row")
+        if len(rows) > self.max_batch_rows:
+            raise ValueError(f"{len(rows)} rows in one request, more than the {self.max_batch_rows} a batch holds")
+        states = []
+        for row in rows:
+            settings = row.settings or GenerationSettings()
+            settings.check()
+            stops = _check_stops(row.stop)
+            min_new = check_int(row.min_new_tokens, "min_new_tokens", minimum=0, maximum=settings.max_new_tokens)
+            prompt = prepare_prompt(loaded, row.messages, settings)
+            states.append(_RowState(prompt, plan_row(loaded, row.steering), settings, stops, min_new))
+        return Ticket(loaded, states)
+
+    def submit(self, loaded: LoadedModel, rows: Sequence[Row]) -> Ticket:
+        """Queue a request; its rows run in the next batch. ValueError for a bad row, SchedulerBusy when
+        `max_queue` requests are already waiting, SchedulerClosed after close()."""
+        ticket = self.prepare(loaded, rows)
+        with self._cond:
+            if self._closed:
+                raise SchedulerClosed("the scheduler is shut down")
+            if len(self._queue) >= self.max_queue:
+                raise SchedulerBusy(f"busy, try again: {len(self._queue)} requests are already waiting")
+            self._queue.append(ticket)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._loop, name="steering-scheduler", daemon=True)
+                self._worker.start()
+            self._cond.notify_all()
+        return ticket
+
+    def chat(self, loaded: LoadedModel, rows: Sequence[Row], timeout: float | None = None) -> TicketResult:
+        """Submit and wait for the result."""
+        return self.submit(loaded, rows).result(timeout)
+
+    def load(self) -> dict:
+        """Waiting requests and running rows now (for a status line or a health check)."""
+        with self._cond:
+            return {"waiting": len(self._queue), "running_rows": sum(len(t) for t in self._running)}
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop taking requests, fail the waiting ones, cancel the running batch and wait for the worker."""
+        with self._cond:
+            self._closed = True
+            waiting, self._queue = list(self._queue), deque()
+            running = list(self._running)
+            self._cond.notify_all()
+        for ticket in waiting:
+            ticket._fail(SchedulerClosed("the scheduler was shut down before this request ran"))
+        for ticket in running:
+            ticket.cancel()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+
+    # ---------------------------------------------------------------- worker
+
+    def _take(self) -> list[Ticket]:
+        """The next batch (under the lock): waiting requests in order that share the first one's model and fit
+        max_batch_rows; cancelled ones are dropped."""
+        batch: list[Ticket] = []
+        rows = 0
+        keep: deque[Ticket] = deque()
+        while self._queue:
+            ticket = self._queue.popleft()
+            if ticket.cancelled:
+                ticket._end_unrun()
+                continue
+            if batch and ticket.loaded is not batch[0].loaded:
+                keep.append(ticket)
+                continue
+            if rows + len(ticket) > self.max_batch_rows:
+                keep.append(ticket)
+                keep.extend(self._queue)
+                self._queue.clear()
+                break
+            batch.append(ticket)
+            rows += len(ticket)
+        self._queue = keep
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closed)
+                if self._closed:
+                    return
+            if self.gather_seconds:
+                time.sleep(self.gather_seconds)
+            with self._cond:
+                batch = self._take()
+                self._running = batch
+            if batch:
+                rows = sum(len(t) for t in batch)
+                self.stats.batches += 1
+                self.stats.rows += rows
+                self.stats.largest_batch = max(self.stats.largest_batch, rows)
+                self.stats.recent_batches.append(rows)
+                run_batch(batch[0].loaded, batch)
+            with self._cond:
+                self._running = []

@@ -1,0 +1,208 @@
+"""steering.chat: the side-by-side chat's bookkeeping (histories per column, one turn), its score lines, the steered
+column's checked Steering, and one streamed turn on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steering.chat import (
+    LABELS,
+    SIDES,
+    Turn,
+    column_steering,
+    decoding,
+    new_history,
+    parse_half_life,
+    score_line,
+    score_text,
+    shown,
+    stream_turn,
+    user_text,
+)
+from steering.judge import score_reply
+from steering.vectors import SteeringVector
+from tests.helpers import hooks_left
+
+
+def make_vector(projections: bool = True, calibrated: bool = True) -> SteeringVector:
+    gen = torch.Generator().manual_seed(3)
+    directions = {layer: torch.nn.functional.normalize(torch.randn(64, generator=gen), dim=0) for layer in (1, 2)}
+    stats = {}
+    for layer in (1, 2):
+        stats[layer] = {"mean_diff_norm": 3.0} if calibrated else {}
+        if projections:
+            stats[layer].update(gyaru_projection=2.0, baseline_projection=-1.0)
+    return SteeringVector(directions, {"model": "tiny-qwen2", "lang": "en"}, stats)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_a_blank_message_is_refused():
+    for blank in (None, "", "  \n "):
+        with pytest.raises(ValueError, match="write a message first"):
+            user_text(blank)
+    assert user_text("  hi there \n") == "hi there"
+
+
+@pytest.mark.parametrize("constant", [None, "", "  ", 0, 0.0, "0"])
+def test_half_life_empty_or_zero_is_a_constant_strength(constant):
+    assert parse_half_life(constant) is None
+
+
+def test_half_life_numbers_and_refusals():
+    assert parse_half_life(16) == 16.0 and parse_half_life("2.5") == 2.5
+    for bad in (-1, "-3", math.inf, math.nan, "soon"):
+        with pytest.raises(ValueError, match="half-life"):
+            parse_half_life(bad)
+
+
+def test_decoding_turns_ui_floats_into_settings():
+    settings = decoding(12.0, 0.7, 3.0, 1.2)
+    assert (settings.max_new_tokens, settings.temperature, settings.seed, settings.repetition_penalty) == (
+        12,
+        0.7,
+        3,
+        1.2,
+    )
+    assert isinstance(settings.max_new_tokens, int) and isinstance(settings.seed, int)
+
+
+# ------------------------------------------------------------------------------------------------ turns
+
+
+def test_a_turn_continues_each_columns_own_history():
+    history = {
+        "plain": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+        "steered": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "OMG hiii"}],
+    }
+    turn = Turn.start(history, " More? ")
+    assert turn.message == "More?"
+    plain, steered = turn.contexts()
+    assert plain[-1] == steered[-1] == {"role": "user", "content": "More?"}
+    assert plain[1]["content"] == "Hello." and steered[1]["content"] == "OMG hiii"
+    after = turn.with_replies(["Sure.", "Totally!"])
+    assert [m["content"] for m in after["steered"]] == ["Hi", "OMG hiii", "More?", "Totally!"]
+    assert [m["content"] for m in after["plain"]][-1] == "Sure."
+    assert len(history["plain"]) == 2  # the history given is never changed in place
+
+
+def test_a_turn_on_no_history_starts_fresh_and_needs_two_replies():
+    turn = Turn.start(None, "Hi")
+    assert turn.history == new_history() == {side: [] for side in SIDES}
+    with pytest.raises(ValueError, match="1 replies for 2 columns"):
+        turn.with_replies(["only one"])
+
+
+def test_view_scores_only_the_finished_replies_and_keeps_the_old_history_until_then():
+    turn = Turn.start(None, "<b>hi</b>")
+    plain, steered, plain_line, steered_line, history = turn.view(["", "OMG"], False, "en")
+    assert plain[0]["content"] == "&lt;b&gt;hi&lt;/b&gt;" and plain[1]["content"] == "…"  # escaped; still writing
+    assert plain_line == f"**{LABELS['plain']}** — …" and "style" not in steered_line
+    assert history == new_history()
+    *_, plain_line, steered_line, history = turn.view(["Fine.", "OMG bestie, totally!"], True, "en")
+    assert plain_line.startswith(f"**{LABELS['plain']}**") and "markers: none" in plain_line
+    assert "bestie" in steered_line and "totally" in steered_line
+    assert history["steered"][-1] == {"role": "assistant", "content": "OMG bestie, totally!"}
+
+
+def test_shown_escapes_markup_and_keeps_roles():
+    messages = [{"role": "user", "content": "<script>x</script> & co"}, {"role": "assistant", "content": ""}]
+    assert shown(messages) == [
+        {"role": "user", "content": "&lt;script&gt;x&lt;/script&gt; &amp; co"},
+        {"role": "assistant", "content": "…"},
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ score lines
+
+
+def test_score_text_names_the_markers_of_a_fluent_reply():
+    text = score_text(score_reply("Hey bestie, that is like totally cute!", "en"))
+    assert text.startswith("style ") and "markers: bestie, like_filler, totally" in text
+    assert "breaks" not in text
+
+
+def test_score_text_says_where_and_why_a_reply_breaks():
+    score = score_reply("the the the the the the the the the the the the the the the the the the", "en")
+    assert score.broken and score.onset_char is not None
+    text = score_text(score)
+    assert f"breaks at character {score.onset_char} ({', '.join(score.reasons)})" in text
+    assert "markers: none" in text
+
+
+def test_an_empty_reply_breaks_at_character_zero():
+    assert "breaks at character 0 (empty)" in score_line("", "en", "Plain")
+
+
+def test_score_line_is_markdown_safe():
+    line = score_line("<b>OMG</b> bestie", "en", "Steered")
+    assert line.startswith("**Steered** — style") and "<b>" not in line
+
+
+# ------------------------------------------------------------------------------------------------ steering
+
+
+def test_column_steering_takes_the_tabs_values(tiny_qwen2):
+    steering = column_steering(make_vector(), tiny_qwen2.num_layers, "  ", 2, "calibrated", "generated", "add", 0)
+    assert steering.layers is None and steering.strength == 2.0 and steering.half_life is None
+    assert (steering.scale, steering.apply_to, steering.mode) == ("calibrated", "generated", "add")
+    steering = column_steering(make_vector(), tiny_qwen2.num_layers, "1-2", 1, "raw", "all", "clamp", "8")
+    assert steering.layers == "1-2" and steering.half_life == 8.0 and steering.mode == "clamp"
+
+
+def test_column_steering_refuses_clamp_without_recorded_projections(tiny_qwen2):
+    vector = make_vector(projections=False)
+    with pytest.raises(ValueError, match="mode 'clamp' needs the per-layer projections.*re-extract"):
+        column_steering(vector, tiny_qwen2.num_layers, "1-2", 2.0, "calibrated", "all", "clamp")
+    column_steering(vector, tiny_qwen2.num_layers, "1-2", 2.0, "calibrated", "all", "norm_preserving")  # fine
+
+
+@pytest.mark.parametrize(
+    "layers, scale, mode, half_life, message",
+    [
+        ("3", "calibrated", "add", None, "no direction for layers"),
+        ("1-9", "calibrated", "add", None, "out of range"),
+        ("1-2", "calibrated", "sideways", None, "unknown mode"),
+        ("1-2", "calibrated", "add", -2, "half-life"),
+    ],
+)
+def test_column_steering_refuses_before_generating(tiny_qwen2, layers, scale, mode, half_life, message):
+    with pytest.raises(ValueError, match=message):
+        column_steering(make_vector(), tiny_qwen2.num_layers, layers, 1.0, scale, "all", mode, half_life)
+
+
+def test_column_steering_refuses_the_calibrated_scale_on_a_bare_vector(tiny_qwen2):
+    with pytest.raises(ValueError, match="calibrated scale is unknown"):
+        column_steering(make_vector(calibrated=False), tiny_qwen2.num_layers, "1-2", 1.0, "calibrated", "all")
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+
+
+def test_stream_turn_streams_both_columns_then_the_judged_turn(tiny_qwen2):
+    turn = Turn.start(None, "Hi! How are you?")
+    steering = column_steering(make_vector(), tiny_qwen2.num_layers, "1-2", 0.0, "calibrated", "all")
+    views = list(stream_turn(tiny_qwen2, turn, steering, decoding(6, 0.0, 0), "en"))
+    assert len(views) >= 3  # before the first token, each step, the judged end
+    first, last = views[0], views[-1]
+    assert first[4] == new_history() and first[2].endswith("…")
+    plain, steered, plain_line, steered_line, history = last
+    assert "style" in plain_line and "style" in steered_line
+    assert [m["role"] for m in history["plain"]] == ["user", "assistant"]
+    assert history["plain"][1]["content"] == history["steered"][1]["content"]  # strength 0: the same reply
+    assert all(v[4] == new_history() for v in views[:-1])  # the history changes only once the turn is done
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_stream_turn_closed_early_removes_its_hooks(tiny_qwen2):
+    turn = Turn.start(None, "Tell me a story.")
+    steering = column_steering(make_vector(), tiny_qwen2.num_layers, "1-2", 4.0, "calibrated", "all")
+    stream = stream_turn(tiny_qwen2, turn, steering, decoding(40, 0.0, 0), "en")
+    next(stream)
+    next(stream)
+    stream.close()
+    assert hooks_left(tiny_qwen2.model) == 0
