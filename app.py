@@ -4,7 +4,9 @@ chat with the plain and the steered model side by side.
 This file holds only the layout, the handlers that turn UI values into library calls and library results into
 component updates, and the launch; the logic is in `steering` (session: the shared model HOLDER; catalog: the
 vector list CATALOG; chat, sweep_tab, vector_view: the tabs' logic; plots, tables; serve: command line, fonts).
-Each user's uploads, sweep and chat history live in gr.State, never in globals.
+Each user's own vectors (uploads and extractions), sweep and chat history live in gr.State, never in globals; what
+visitors may do to the shared server (switch the model, save into the shared vectors folder) is POLICY and
+SHARED_SAVES, set from the command line in main().
 """
 
 from __future__ import annotations
@@ -21,20 +23,23 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is
 import gradio as gr
 
 from steering import settings as S  # the choice lists, ranges and defaults
-from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
+from steering.api import ApiKeyRequired, OpenAIApi, api_key_policy
+from steering.catalog import MAX_UPLOAD_MB, SESSION_TTL_S, VectorCatalog
 from steering.chat import LABELS, Turn, column_steering, decoding, new_history, stream_turn
 from steering.data import DatasetError, load_prompts
+from steering.generate import max_message_chars
 from steering.models import BUNDLED, SUGGESTED_MODELS
 from steering.pipeline import extract_and_save
 from steering.plots import SERIES, heatmap, layer_figure
-from steering.serve import MONO_FONTS, SYSTEM_FONTS, server_args
-from steering.session import ModelSession, model_status
+from steering.scheduler import Scheduler, SchedulerBusy
+from steering.serve import MONO_FONTS, SYSTEM_FONTS, env_flag, server_args
+from steering.session import ModelPolicy, ModelSession, model_status
 from steering.settings import STRENGTH_RANGE  # also read by tests/test_bad_inputs.py
 from steering.steer import strength_warning
 from steering.sweep import DEFAULT_SWEEP_TOKENS, recommend
 from steering.sweep_tab import SweepPicks, best_line, best_setting, picked_setting, sweep_grid
 from steering.tables import stats_frame, sweep_frame
-from steering.vector_files import SUFFIXES, unique_path
+from steering.vector_files import SUFFIXES
 from steering.vector_view import DATASET_CHOICES, extraction_options, extraction_summary, layer_note, vector_defaults
 from steering.vectors import SteeringVector, VectorFileError
 
@@ -50,13 +55,29 @@ THEME = gr.themes.Default(primary_hue="pink", font=SYSTEM_FONTS, font_mono=MONO_
 CSS = ".score-line p { margin: 0; font-size: 0.9em; }"
 MODEL_WORK = dict(concurrency_limit=1, concurrency_id="model")  # one generation or load at a time, in one queue slot
 COSMETIC = dict(api_visibility="private", queue=False)  # no model work, not part of the API
+# Chats do not take the model's slot: up to 16 at once (32 rows, SCHEDULER's batch) join SCHEDULER's batches.
+CHAT_WORK = dict(concurrency_limit=16, concurrency_id="chat")
 
 
 # --------------------------------------------------------------------------- the shared model and vectors
 
 HOLDER = ModelSession()  # the one model every user shares
 CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or Path(__file__).resolve().parent / "vectors")
-atexit.register(lambda: CATALOG.close())  # upload folders still held at exit
+atexit.register(lambda: CATALOG.close())  # upload and extraction folders still held at exit
+# Every chat, from the page and from the OpenAI-compatible API at /v1 (API, served beside the page), runs in
+# SCHEDULER's batched generations on one worker thread. main() sets API's key.
+SCHEDULER = Scheduler(max_batch_rows=32, max_queue=64)
+API = OpenAIApi(HOLDER.get, CATALOG.folder, SCHEDULER)
+# What visitors may do to the shared server. Until main() reads the command line (and when something else
+# launches `demo`), only what the environment allows: the listed models and no shared saves. main() widens both
+# on a server only this machine can reach (steering.serve.trusted_host) or when the operator asks for it.
+POLICY = ModelPolicy(env_flag(os.environ, "STEERING_ALLOW_ANY_MODEL"), os.environ.get("STEERING_MODEL") or None)
+SHARED_SAVES = env_flag(os.environ, "STEERING_ALLOW_SHARED_SAVES")
+NO_SHARED_SAVES = (
+    "このサーバーでは共有フォルダに保存できません / this server does not save into the shared vectors folder: "
+    "your vectors stay in your session (download them instead). Its operator can allow it with "
+    "`python app.py --allow-shared-saves` (always allowed on localhost)."
+)
 
 
 @contextmanager
@@ -99,9 +120,10 @@ def strength_slider(scale: str, value: float, **props):
 
 @gpu
 def on_load_model(spec: str, uploads: list[str], progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - the Gradio idiom
-    """Load a model for everyone; a failure (e.g. 4-bit without CUDA) is shown, never raised."""
-    spec = (spec or "").strip() or BUNDLED
+    """Load a model for everyone; a refusal (a model POLICY does not allow) or a failure (e.g. 4-bit without CUDA)
+    is shown, never raised. POLICY is checked first: a refused spec is never looked up on disk or on the hub."""
     try:
+        spec = POLICY.check(spec)
         loaded = HOLDER.load(spec, on_status=lambda text: progress(0, desc=text))
     except Exception as exc:  # noqa: BLE001 - any hub model can fail in its own way; show the message
         gr.Warning(str(exc))
@@ -110,9 +132,11 @@ def on_load_model(spec: str, uploads: list[str], progress=gr.Progress(track_tqdm
 
 
 def on_page_load(uploads: list[str]):
-    """Show the shared model (loading the bundled one if none) and the vectors that fit it."""
+    """Show the shared model (loading the bundled one if none), the models POLICY offers by name, and the vectors
+    that fit the model."""
     loaded = HOLDER.get()
-    return model_status(loaded), loaded.spec, *vector_dropdown(loaded, uploads)
+    models = gr.Dropdown(choices=POLICY.choices, value=loaded.spec, allow_custom_value=True)
+    return model_status(loaded), models, *vector_dropdown(loaded, uploads)
 
 
 def on_refresh(selected: str | None, uploads: list[str]):
@@ -145,17 +169,38 @@ def on_extract(
     uploads: list[str],
     progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
 ):
-    """Extract a vector from a dataset, save it in the vectors folder (never overwriting) and offer it for download."""
-    with user_errors():
-        options = extraction_options(dataset, data_file, contrast, max_pairs, layers, method, read_position)
+    """Extract a vector from a dataset into this session's own files (listed to this session only, removed when it
+    ends; see steering.catalog) and offer it for download. Every field, the layers' range included, is checked
+    before any data is read."""
     loaded = HOLDER.get()
-    out = unique_path(CATALOG.folder, (name or "").strip() or "gyaru")
+    with user_errors():
+        options = extraction_options(
+            dataset, data_file, contrast, max_pairs, layers, method, read_position, loaded.num_layers
+        )
+    out = CATALOG.extraction_path(str(name or "").strip() or "gyaru")
     report = lambda done, total: progress((done, total), desc="抽出中 / capturing", unit="texts")  # noqa: E731
-    with user_errors(DatasetError):
-        vector, timings = extract_and_save(loaded, out, progress=report, **options)
+    try:
+        with user_errors(DatasetError):
+            vector, timings = extract_and_save(loaded, out, progress=report, **options)
+    except BaseException:
+        CATALOG.discard([str(out)])  # a failed extraction leaves no folder behind
+        raise
+    own = [*(uploads or []), str(out)]
     files = [str(out), str(out.with_suffix(".json"))]
     table = stats_frame(vector.stats, vector.meta.suggested_layer)
-    return extraction_summary(out.name, vector, timings), files, table, *vector_dropdown(loaded, uploads, str(out))
+    summary = extraction_summary(out.name, vector, timings)
+    return summary, files, table, *vector_dropdown(loaded, own, str(out)), own
+
+
+def on_save_shared(path: str | None, uploads: list[str]):
+    """Copy the selected vector (one of this session's own) into the shared vectors folder, where every visitor
+    sees it; only on servers that allow it (SHARED_SAVES)."""
+    if not SHARED_SAVES:
+        raise gr.Error(NO_SHARED_SAVES)
+    with user_errors():
+        target = CATALOG.publish(path, uploads or [])
+    gr.Info(f"共有フォルダに保存 / saved to the shared vectors folder as {target.name}")
+    return vector_dropdown(HOLDER.get(), uploads or [], str(target))
 
 
 def on_layers(path: str | None, series: list[str], uploads: list[str]):
@@ -206,22 +251,25 @@ def on_chat(
 ):
     """Stream the plain (strength 0) and steered (strength s) replies from ONE batched generate call; each column
     continues its own conversation."""
-    with user_errors():
-        turn = Turn.start(history, message)
-    vector = open_vector(path, uploads)
     loaded = HOLDER.get()
+    with user_errors():
+        turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
+    vector = open_vector(path, uploads)
     with user_errors():
         steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
         settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
         warning = strength_warning(steering)  # a non-finite strength is refused here
     warn(warning)
     lang = S.default_lang(vector.meta.lang, loaded.spec)
-    try:  # closing(): when the client goes away, the generate call stops before the next request gets the model
-        with closing(stream_turn(loaded, turn, steering, settings, lang, on_notice=gr.Warning)) as views:
+    try:  # closing(): when the client goes away, its rows leave SCHEDULER's batch at the next token
+        turns = stream_turn(loaded, turn, steering, settings, lang, on_notice=gr.Warning, scheduler=SCHEDULER)
+        with closing(turns) as views:
             for view in views:
                 yield *view, ""
     except (ValueError, VectorFileError) as exc:
         raise gr.Error(str(exc)) from None
+    except SchedulerBusy:
+        raise gr.Error("混雑中です / the server is busy, try again in a moment") from None
     except Exception as exc:  # noqa: BLE001 - anything inside generate (out of memory, a model bug): tell the user
         LOG.exception("generation failed")
         raise gr.Error(f"生成に失敗しました / generation failed: {type(exc).__name__}: {exc}") from None
@@ -291,7 +339,8 @@ def on_pick_row(picks: SweepPicks | None, evt: gr.SelectData):
 
 # --------------------------------------------------------------------------- layout and events
 # Each part builds its components and wires their events; components other parts need go on `ui`. Named events are
-# the app's HTTP API; model work shares one queue slot (MODEL_WORK); cosmetic events are private and unqueued.
+# the app's HTTP API; model work shares one queue slot (MODEL_WORK) except chat (CHAT_WORK: batched by SCHEDULER);
+# cosmetic events are private and unqueued.
 
 
 def chat_column(label: str, elem_id: str) -> tuple[gr.Chatbot, gr.Markdown]:
@@ -310,12 +359,16 @@ def chat_column(label: str, elem_id: str) -> tuple[gr.Chatbot, gr.Markdown]:
 
 def model_bar(demo: gr.Blocks, ui: SimpleNamespace) -> None:
     with gr.Row():
-        label = "モデル / Model (hub id or local path; the 4-bit model needs CUDA)"
+        label = "モデル / Model (listed ones; any hub id or path where the server allows it; 4-bit needs CUDA)"
+        # custom values reach on_load_model, where POLICY decides (the command line is read after this is built)
         model = gr.Dropdown(SUGGESTED_MODELS, value=BUNDLED, allow_custom_value=True, scale=3, label=label)
         load = gr.Button("読み込む / Load", variant="secondary", scale=1)
     status = gr.Markdown(model_status(None))
     with gr.Row():
-        ui.vector = gr.Dropdown([], label="ベクトル / Vector (fits the loaded model)", scale=3, elem_id="vector-dd")
+        # Choices arrive with the page load (/startup); an API client may name a vector without it: any value is
+        # accepted here and CATALOG.open lets through only the shared folder's files and this session's own.
+        label = "ベクトル / Vector (fits the loaded model)"
+        ui.vector = gr.Dropdown([], label=label, scale=3, elem_id="vector-dd", allow_custom_value=True)
         refresh = gr.Button("↻", scale=0, min_width=60)
         label = "ベクトルを追加 / Upload vector (.pt [+ .json], .safetensors, .gguf)"
         upload = gr.File(label=label, file_types=[*SUFFIXES, ".json"], file_count="multiple", scale=2, height=130)
@@ -346,10 +399,19 @@ def extract_tab(ui: SimpleNamespace) -> None:
     button = gr.Button("抽出 / Extract", variant="primary", elem_id="extract-btn")
     summary = gr.Markdown("", elem_id="extract-status")
     download = gr.File(label="ダウンロード / Download", file_count="multiple", interactive=False)
+    gr.Markdown(
+        "抽出したベクトルはこのセッションだけのもの(閉じると消えます)。 / Your extracted vectors and uploads are "
+        "listed only to you and removed when your session ends (at most 24 h): download what you want to keep.",
+        elem_id="extract-lifetime",
+    )
+    label = "共有フォルダに保存 / Save the selected vector to the shared vectors folder"
+    save = gr.Button(label, visible=False, elem_id="save-shared-btn")  # shown by the page load where allowed
     table = gr.Dataframe(label="レイヤー別 / Per layer (★ = suggested)", interactive=False, elem_id="extract-table")
     inputs = [dataset, data_file, contrast, max_pairs, layers, method, read_position, name, ui.uploads]
-    outputs = [summary, download, table, ui.vector, ui.vector_md]
+    outputs = [summary, download, table, ui.vector, ui.vector_md, ui.uploads]
     button.click(on_extract, inputs, outputs, api_name="extract", **MODEL_WORK)
+    save.click(on_save_shared, [ui.vector, ui.uploads], [ui.vector, ui.vector_md], api_name="save_to_shared")
+    ui.demo.load(lambda: gr.Button(visible=SHARED_SAVES), None, save, **COSMETIC)
 
 
 def layers_tab(ui: SimpleNamespace) -> None:
@@ -395,7 +457,7 @@ def chat_tab(ui: SimpleNamespace) -> None:
     # mode and half-life come last: positional callers of on_chat from before they existed still work
     inputs = [msg, ui.vector, *steering, *decoding_in, ui.history, ui.uploads, ui.mode, ui.half_life]
     columns = [plain_bot, steered_bot, plain_md, steered_md, ui.history]
-    gr.on([send.click, msg.submit], on_chat, inputs, [*columns, msg], api_name="chat", **MODEL_WORK)
+    gr.on([send.click, msg.submit], on_chat, inputs, [*columns, msg], api_name="chat", **CHAT_WORK)
     ui.scale.input(strength_slider, [ui.scale, ui.strength], ui.strength, **COSMETIC)
     ui.examples.input(lambda text: text, ui.examples, msg, **COSMETIC)
     clear.click(on_clear, None, columns, **COSMETIC)
@@ -442,9 +504,13 @@ def sweep_tab(ui: SimpleNamespace) -> None:
 
 def build_demo() -> gr.Blocks:
     ui = SimpleNamespace()  # the components more than one part uses
-    with gr.Blocks(title="gyaru steering studio") as demo:
-        # this user's uploaded vector files; their temporary folders go when the session's state is deleted
-        ui.uploads = gr.State([], delete_callback=lambda files: CATALOG.discard(files))
+    # delete_cache: Gradio's own copies of uploads and downloads go too, checked hourly, SESSION_TTL_S after they came
+    with gr.Blocks(title="gyaru steering studio", delete_cache=(3600, SESSION_TTL_S)) as demo:
+        ui.demo = demo
+        # this user's own vector files (uploads and extractions); their temporary folders go when Gradio deletes the
+        # session's state (an hour after the page closes, or SESSION_TTL_S after the last change) or when the
+        # catalog expires them (SESSION_TTL_S after they were made), whichever comes first
+        ui.uploads = gr.State([], time_to_live=SESSION_TTL_S, delete_callback=lambda files: CATALOG.discard(files))
         ui.history = gr.State(new_history())  # this user's raw chat history per column
         gr.Markdown(
             "# ギャル steering studio\nギャル口調ベクトルを抽出して、ふつうの返事と並べて比べよう。 / "
@@ -467,14 +533,16 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def launch_kwargs() -> dict:
-    """What every launch needs (the tests use it too): offline theme, upload limit, downloads from CATALOG's folder."""
+def launch_kwargs(api: bool = True) -> dict:
+    """What every launch needs (the tests use it too): offline theme, upload limit, downloads from CATALOG's folder,
+    and (api) the OpenAI-compatible routes at /v1 on the same server and port, ahead of gradio's own."""
     return dict(
         theme=THEME,
         css=CSS,
         max_file_size=f"{MAX_UPLOAD_MB}mb",
         allowed_paths=[str(CATALOG.folder)],
         footer_links=["api", "settings"],
+        app_kwargs={"routes": API.routes} if api else None,
     )
 
 
@@ -482,10 +550,23 @@ demo = build_demo()
 
 
 def main(argv: list[str] | None = None) -> None:
+    global POLICY, SHARED_SAVES
     args = server_args(argv)
+    POLICY = ModelPolicy(args.allow_any_model, args.model)
+    SHARED_SAVES = args.allow_shared_saves
+    LOG.warning(
+        "visitors may load %s; saves into the shared vectors folder are %s",
+        "any model" if POLICY.allow_any else "only " + ", ".join(POLICY.allowed),
+        "on" if SHARED_SAVES else "off",
+    )
+    try:  # /v1 on an address others can reach needs a key (a Space without one serves only the page)
+        serve_api, API.api_key = api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space)
+    except ApiKeyRequired as exc:
+        raise SystemExit(f"error: {exc}") from None
+    LOG.warning("OpenAI-compatible API at /v1: %s", ("key required" if API.api_key else "open") if serve_api else "off")
     if args.model:
         HOLDER.load(args.model)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(api=serve_api))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,25 @@
-"""Load on the app: /chat latency and throughput with 1, 4 and 8 concurrent gradio_client sessions.
+"""Load on the app: latency, time to first token and throughput with 1, 4, 8 and 16 concurrent sessions, through the
+page's chat endpoint and through the OpenAI-compatible API, in one run.
 
-    python -m benchmarks.bench_load [--sessions 1,4,8] [--requests 3] [--tokens 32] [--threads 1]
+    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--tokens 32] [--threads 1]
 
-The app is launched in-process on a free 127.0.0.1 port with the bundled model and the shipped English vector.
-Each worker thread sends `requests` /chat calls one after another (greedy, plain + steered columns in one
-batched generate); every call is the first turn of its own client session, so prompts do not grow. Replies are
-forced to exactly `tokens` new tokens per column (min_new_tokens), so tokens/s counts 2 × tokens per request.
-Latency is the client's round trip, queueing included: the app runs one generation at a time (concurrency_id
-"model"), so more sessions mostly means more waiting.
+The app is launched in-process on a free 127.0.0.1 port with the bundled model and the shipped English vector
+(/v1 is served beside the page, as `python app.py` does). Each session is a thread that sends `requests` requests
+one after another; all sessions of a level start together.
+
+    page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what the page and gradio_client use): plain +
+          steered columns, 2 rows per request, each a fresh session (prompts do not grow)
+    v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request
+
+Greedy; every reply is forced to exactly `tokens` new tokens (the model's min_new_tokens), so tokens/s counts rows ×
+tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
+streamed text. Every chat runs in the app's scheduler: requests waiting together share one batched generation.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -26,6 +33,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LAYERS, STRENGTH = "12-16", 2.0
+VECTOR = "smollm2-135m-instruct_gal_en.pt"
 
 
 def free_port() -> int:
@@ -41,94 +49,146 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def run_level(clients: list[list], prompt_for, chat) -> tuple[list[float], list[BaseException], float]:
-    """One thread per row of `clients`, all released together; each sends one /chat per client in its row.
-    Returns the request latencies, the errors and the wall time from release to the last reply."""
+def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> float | None:
+    """One Chat-tab request over gradio's call API; returns the seconds to the first update with reply text."""
+    data = [prompt, vector_path, LAYERS, STRENGTH, "calibrated", "all", tokens, 0.0, 0, 1.0, "add", 0]
+    t0 = time.perf_counter()
+    response = http.post(f"{url}/gradio_api/call/chat", json={"data": data})
+    response.raise_for_status()
+    event_id = response.json()["event_id"]
+    first, event = None, None
+    with http.stream("GET", f"{url}/gradio_api/call/chat/{event_id}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: "):
+                if event == "error":
+                    raise RuntimeError(f"/chat failed: {line}")
+                if event == "generating" and first is None:
+                    plain, steered = json.loads(line[len("data: ") :])[:2]
+                    if any(m and m[-1]["content"] not in ("", "…") for m in (plain, steered)):
+                        first = time.perf_counter() - t0
+                if event == "complete":
+                    break
+    return first
+
+
+def api_chat(client, prompt: str, tokens: int) -> float | None:
+    """One streamed, steered /v1 request; returns the seconds to the first content chunk."""
+    t0 = time.perf_counter()
+    first = None
+    stream = client.chat.completions.create(
+        model="bundled",
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+        extra_body={"steering": {"vector": VECTOR, "layers": LAYERS, "strength": STRENGTH}, "min_tokens": tokens},
+    )
+    for chunk in stream:
+        if first is None and any(c.delta.content for c in chunk.choices):
+            first = time.perf_counter() - t0
+    return first
+
+
+def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
+    """`sessions` threads released together, each sending `requests` calls one after another."""
     latencies: list[float] = []
+    firsts: list[float] = []
     errors: list[BaseException] = []
-    lock, start = threading.Lock(), threading.Barrier(len(clients) + 1)
+    lock, start = threading.Lock(), threading.Barrier(sessions + 1)
 
     def worker(w: int) -> None:
         start.wait()
-        for r, client in enumerate(clients[w]):
+        for r in range(requests):
             t0 = time.perf_counter()
             try:
-                chat(client, prompt_for(w, r))
+                first = call(prompt_for(w, r))
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(exc)
                 continue
             with lock:
                 latencies.append(time.perf_counter() - t0)
+                if first is not None:
+                    firsts.append(first)
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(len(clients))]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(sessions)]
     for t in threads:
         t.start()
     start.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return latencies, errors, time.perf_counter() - t0
+    return {"latencies": latencies, "firsts": firsts, "errors": errors, "wall": time.perf_counter() - t0}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", default="1,4,8", help="comma-separated concurrency levels")
+    parser.add_argument("--sessions", default="1,4,8,16", help="comma-separated concurrency levels")
     parser.add_argument("--requests", type=int, default=3, help="requests per concurrent session")
-    parser.add_argument("--tokens", type=int, default=32, help="max_new_tokens (forced length) per column")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per row (forced length)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the box has 2 shared cores)")
+    parser.add_argument("--paths", default="page,v1", help="which endpoints: page, v1 or both")
     args = parser.parse_args()
     levels = [int(n) for n in args.sessions.split(",")]
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
 
     import torch
 
     torch.set_num_threads(args.threads)
-    import gradio_client
+    import httpx
+    import openai
 
     import app
     from steering.data import load_prompts
 
-    vector = app.CATALOG.folder / "smollm2-135m-instruct_gal_en.pt"
+    vector_path = str(app.CATALOG.folder / VECTOR)
     loaded = app.HOLDER.get()
-    loaded.model.generation_config.min_new_tokens = args.tokens  # same length every request
+    loaded.model.generation_config.min_new_tokens = args.tokens  # same length every row
     app.demo.queue(default_concurrency_limit=1).launch(
         prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
     )
-    url = app.demo.local_url
+    url = app.demo.local_url.rstrip("/")
     prompts = load_prompts("en")
-
-    def new_session():
-        client = gradio_client.Client(url, verbose=False)
-        client.predict(api_name="/startup")
-        return client
-
-    def chat(client, prompt: str):
-        args_ = (prompt, str(vector), LAYERS, STRENGTH, "calibrated", "all", args.tokens, 0.0, 0)
-        return client.predict(*args_, api_name="/chat")
-
+    http = httpx.Client(timeout=600)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
+    calls = {
+        "page": (2, lambda prompt: page_chat(http, url, vector_path, prompt, args.tokens)),
+        "v1": (1, lambda prompt: api_chat(client, prompt, args.tokens)),
+    }
     try:
-        chat(new_session(), prompts[0])  # warm-up: first forward passes, the server's first event
+        for path in paths:  # warm-up: first forward passes, the server's first events
+            calls[path][1](prompts[0])
         print(
-            f"bundled model ({loaded.name}), /chat plain + steered, greedy, {args.tokens} new tokens per column, "
-            f"torch threads {torch.get_num_threads()}, {args.requests} requests per session, "
-            f"{os.cpu_count()} CPUs"
+            f"bundled model ({loaded.name}), greedy, {args.tokens} new tokens per row, torch threads "
+            f"{torch.get_num_threads()}, {args.requests} requests per session, {os.cpu_count()} CPUs, scheduler: "
+            f"{app.SCHEDULER.max_batch_rows} rows per batch"
         )
-        header = f"{'sessions':>8} {'requests':>8} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'req/s':>6} {'tok/s':>7}"
+        header = (
+            f"{'path':>4} {'sessions':>8} {'requests':>8} {'p50 s':>7} {'p95 s':>7} {'ttft50':>7} {'ttft95':>7} "
+            f"{'req/s':>6} {'tok/s':>7} {'rows/batch':>10}"
+        )
         print(header)
         print("-" * len(header))
-        for n in levels:
-            # every request gets its own session, created before the clock starts
-            clients = [[new_session() for _ in range(args.requests)] for _ in range(n)]
-            latencies, errors, wall = run_level(
-                clients, lambda w, r: prompts[(w * args.requests + r) % len(prompts)], chat
-            )
-            done = len(latencies)
-            print(
-                f"{n:>8} {done:>8} {percentile(latencies, 50):>7.2f} {percentile(latencies, 95):>7.2f} "
-                f"{max(latencies):>7.2f} {done / wall:>6.2f} {done * 2 * args.tokens / wall:>7.1f}"
-                + (f"   {len(errors)} errors: {errors[0]!r}" if errors else "")
-            )
+        for path in paths:
+            rows, call = calls[path]
+            for n in levels:
+                stats = app.SCHEDULER.stats
+                batches, batch_rows = stats.batches, stats.rows
+                level = run_level(n, args.requests, call, lambda w, r: prompts[(w * args.requests + r) % len(prompts)])
+                lat, firsts, errors, wall = level["latencies"], level["firsts"], level["errors"], level["wall"]
+                done = len(lat)
+                mean_batch = (stats.rows - batch_rows) / max(1, stats.batches - batches)
+                print(
+                    f"{path:>4} {n:>8} {done:>8} {percentile(lat, 50):>7.2f} {percentile(lat, 95):>7.2f} "
+                    f"{percentile(firsts, 50):>7.2f} {percentile(firsts, 95):>7.2f} {done / wall:>6.2f} "
+                    f"{done * rows * args.tokens / wall:>7.1f} {mean_batch:>10.1f}"
+                    + (f"   {len(errors)} errors: {errors[0]!r}" if errors else ""),
+                    flush=True,
+                )
     finally:
+        http.close()
         app.demo.close()
 
 

@@ -37,10 +37,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .chat import parse_half_life
+from .checks import check_float, check_int, check_seed
 from .generate import GenerationSettings
 from .models import LoadedModel
+from .row_steer import plan_row
 from .scheduler import CANCELLED, Row, Scheduler, SchedulerBusy, TicketResult
-from .settings import check_float, check_int, check_seed, format_layers, resolve_setting
+from .settings import format_layers, resolve_setting
 from .steer import Steering
 from .vector_files import SUFFIXES, load_vector
 from .vectors import SteeringVector, VectorFileError, check_fits
@@ -441,6 +443,7 @@ class OpenAIApi:
             steering = Steering(
                 vector, chosen, setting.strength, setting.scale, setting.apply_to, setting.mode, half_life
             )
+            plan_row(loaded, steering)  # every check steering makes, now, so its errors name the steering field
             applied = {
                 "vector": name,
                 "layers": format_layers(steering.layer_list(loaded.num_layers)),
@@ -523,16 +526,17 @@ class OpenAIApi:
             ]
             yield self._chunk(job, first, with_usage_key=usage_key)
             async for update in ticket.aupdates():
-                choices = []
+                deltas, finishes = [], []
                 for i, (text, finished) in enumerate(zip(update.texts, update.finished)):
                     if len(text) > sent[i]:
-                        choices.append({"index": i, "delta": {"content": text[sent[i] :]}, "finish_reason": None})
+                        deltas.append({"index": i, "delta": {"content": text[sent[i] :]}, "finish_reason": None})
                         sent[i] = len(text)
                     if finished is not None and not ended[i] and finished != CANCELLED:
-                        choices.append({"index": i, "delta": {}, "finish_reason": self._reason(finished)})
+                        finishes.append({"index": i, "delta": {}, "finish_reason": self._reason(finished)})
                         ended[i] = True
-                if choices:
-                    yield self._chunk(job, choices, with_usage_key=usage_key)
+                for choices in (deltas, finishes):  # a choice's last text, then (in a chunk of its own) its end
+                    if choices:
+                        yield self._chunk(job, choices, with_usage_key=usage_key)
             result = ticket.result(timeout=0)
             if usage_key:
                 prompt, completion = result.prompt_tokens[0], sum(result.token_counts)
@@ -545,3 +549,41 @@ class OpenAIApi:
             if not ticket.done:
                 ticket.cancel()
         yield "data: [DONE]\n\n"
+
+
+# --------------------------------------------------------------------------------------------- who may call it
+
+
+class ApiKeyRequired(ValueError):
+    """The API would be reachable by others without a key."""
+
+
+def api_key_policy(
+    host: str | None, share: bool, api_key: str | None, serve_api: bool = True, on_space: bool = False
+) -> tuple[bool, str | None]:
+    """(serve /v1 at all, the key it requires) for a server bound to `host`.
+
+    A key given (--api-key / STEERING_API_KEY) is always required. Without one: a server only this machine can
+    reach (localhost, no --share link) serves /v1 openly; a Hugging Face Space serves the page without /v1 (set the
+    STEERING_API_KEY secret to turn it on); anywhere else starting is refused (ApiKeyRequired says what to do), since
+    /v1 would hand the model to anyone who can reach the port. `serve_api=False` (--no-api) serves no /v1."""
+    from .serve import trusted_host
+
+    if not serve_api:
+        return False, None
+    if api_key is not None:
+        key = api_key.strip()
+        if not key or any(ch.isspace() for ch in key):
+            raise ApiKeyRequired("the API key must be non-empty text without spaces")
+        return True, key
+    if trusted_host(host, share):
+        return True, None
+    if on_space:
+        return False, None
+    where = f"{host} with a public --share link" if share else host
+    raise ApiKeyRequired(
+        f"refusing to start: the server binds to {where}, which other machines can reach, and the OpenAI-compatible "
+        "API at /v1 would let anyone there use the model. Give it a key: --api-key KEY (or the environment variable "
+        "STEERING_API_KEY=KEY; clients then send 'Authorization: Bearer KEY'), or start with --no-api to serve only "
+        "the page."
+    )

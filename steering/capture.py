@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from .checks import check_int
 from .models import LoadedModel, base_model
 from .settings import READ_POSITIONS as POSITIONS
-from .settings import check_int, parse_layers
+from .settings import parse_layers
 from .templates import Rendered, render_reply
 
 ProgressFn = Callable[[int, int], None]  # (texts done, texts total)

@@ -1,9 +1,13 @@
-"""The vectors a user may pick: the files in one vectors folder plus that user's own uploads, filtered to those that
-fit the loaded model. Plain data in and out (paths, (label, path) choices); the UI wraps it in its own widgets.
+"""The vectors a user may pick: the files in one shared vectors folder plus that user's own files (uploads and the
+vectors they extracted), filtered to those that fit the loaded model. Plain data in and out (paths, (label, path)
+choices); the UI wraps it in its own widgets.
 
-Uploads are copied into one temporary folder per upload (a .pt keeps its .json sidecar beside it); the catalog
-remembers the folders it made and removes them when they are no longer needed: at once when nothing in an upload
-fits, else when the user's session is discarded (`discard`) or the catalog is closed.
+Own files live in the server's temporary directory, one folder per upload or extraction (a .pt keeps its .json
+sidecar beside it), and are listed and opened only for the session that holds their paths. The catalog remembers
+each folder it made and removes it when it is no longer needed: at once when nothing in an upload fits or an
+extraction fails, when the user's session is discarded (`discard`), `ttl_s` seconds after it was made at the latest
+(`expire`, run on every new folder and listing), or when the catalog is closed (process exit). `publish` copies an
+own vector into the shared folder, for servers that allow it.
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import atomic_write_all
 from .metadata import VectorMeta
 from .models import LoadedModel
 from .settings import model_lang
-from .vector_files import SUFFIXES, load_vector
+from .vector_files import SUFFIXES, load_vector, sidecar_path, unique_path
 from .vectors import SteeringVector, VectorFileError, check_fits
 
 MAX_UPLOAD_MB = 32
 UPLOAD_PREFIX = "gyaru-upload-"
+EXTRACT_PREFIX = "gyaru-extract-"
+SESSION_TTL_S = 24 * 3600  # the longest an upload or extracted vector is kept (its session may end sooner)
 
 
 @dataclass
@@ -55,55 +63,98 @@ def _fitting(path: Path, loaded: LoadedModel) -> SteeringVector:
 
 
 class VectorCatalog:
-    """The vectors in `folder` and in uploads; only those files are ever opened."""
+    """The vectors in `folder` and in each session's own files; only those files are ever opened."""
 
-    def __init__(self, folder: str | Path, max_upload_mb: int = MAX_UPLOAD_MB):
+    def __init__(
+        self,
+        folder: str | Path,
+        max_upload_mb: int = MAX_UPLOAD_MB,
+        ttl_s: float = SESSION_TTL_S,
+        scratch: str | Path | None = None,
+    ):
         self.folder = Path(folder)
         self.max_upload_mb = max_upload_mb
-        self._upload_dirs: set[Path] = set()
-        self._lock = threading.Lock()  # uploads and discards come from many request threads
+        self.ttl_s = ttl_s
+        self.scratch = Path(scratch) if scratch is not None else None  # None: the system's temporary directory
+        self._own_dirs: dict[Path, float] = {}  # folder -> when it was made (time.time())
+        self._lock = threading.Lock()  # uploads, extractions and discards come from many request threads
 
-    def files(self, uploads: list[str]) -> list[Path]:
-        """The vector files in the folder (sorted by name), then the uploads in upload order."""
+    # ------------------------------------------------------------------ listing and opening
+
+    def files(self, own: list[str]) -> list[Path]:
+        """The vector files in the folder (sorted by name), then this session's own files still on disk, in the
+        order they came."""
         folder = self.folder
         found = sorted(p for p in folder.glob("*") if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
-        return found + [Path(u) for u in uploads]
+        return found + [Path(u) for u in own if Path(u).is_file()]
 
-    def fitting(self, loaded: LoadedModel, uploads: list[str]) -> tuple[list[tuple[str, str]], list[str], dict]:
+    def label(self, path: Path) -> str:
+        """How the picker names a file: a shared one by name, an own one marked as an upload or this session's."""
+        if path.parent == self.folder:
+            return path.name
+        if path.parent.name.startswith(EXTRACT_PREFIX):
+            return f"✎ {path.name} (this session)"
+        return f"⬆ {path.name} (upload)"
+
+    def fitting(self, loaded: LoadedModel, own: list[str]) -> tuple[list[tuple[str, str]], list[str], dict]:
         """(label, path) of every file that fits the model, the skip reasons, and each fitting file's metadata by
         path."""
         choices, skipped, metas = [], [], {}
-        for path in self.files(uploads):
+        for path in self.files(own):
             try:
                 vector = _fitting(path, loaded)
             except (VectorFileError, ImportError) as exc:
                 skipped.append(f"{path.name}: {exc}")
                 continue
-            label = path.name if path.parent == self.folder else f"⬆ {path.name} (upload)"
-            choices.append((label, str(path)))
+            choices.append((self.label(path), str(path)))
             metas[str(path)] = vector.meta
         return choices, skipped, metas
 
-    def listing(self, loaded: LoadedModel, uploads: list[str], selected: str | None = None) -> VectorListing:
+    def listing(self, loaded: LoadedModel, own: list[str], selected: str | None = None) -> VectorListing:
         """The picker refreshed for the model: keeps `selected` when it still fits, else the preferred vector."""
-        choices, skipped, metas = self.fitting(loaded, uploads)
+        self.expire()
+        choices, skipped, metas = self.fitting(loaded, own)
         value = selected if selected in metas else preferred_vector(loaded, metas)
         note = f"{len(choices)} 件 / vectors fit {loaded.name}"
         if skipped:
             note += f"; {len(skipped)} skipped (other model or unreadable): " + "; ".join(skipped)[:400]
         return VectorListing(choices, value, note)
 
-    def open(self, path: str | None, uploads: list[str]) -> SteeringVector:
-        """Load a listed vector. ValueError (VectorFileError for a bad file) names what is wrong."""
+    def is_shared(self, path: str | Path) -> bool:
+        """Whether `path` names a vector file directly in the shared folder (after resolving `..` and links)."""
+        path = Path(path)
+        return path.suffix.lower() in SUFFIXES and path.resolve().parent == self.folder.resolve()
+
+    def open(self, path: str | None, own: list[str]) -> SteeringVector:
+        """Load a vector from the shared folder or this session's own files. ValueError (VectorFileError for a bad
+        file) names what is wrong; any other path is `unknown vector`, whether or not it exists."""
         if not path:
             raise ValueError("ベクトルを選んでね / pick a vector first (extract one or upload a file)")
-        inside = Path(path).resolve().parent == self.folder.resolve()
-        if not inside and path not in uploads:
-            raise ValueError(f"unknown vector {path!r}")
+        if not isinstance(path, str) or (path not in (own or []) and not self.is_shared(path)):
+            raise ValueError(f"unknown vector {str(path)[:200]!r}: pick one from the list")
         try:
             return load_vector(path)
         except ImportError as exc:  # a format whose reader is not installed
             raise VectorFileError(str(exc)) from None
+
+    # ------------------------------------------------------------------ own files
+
+    def _new_folder(self, prefix: str) -> Path:
+        """A new private folder under the scratch directory, remembered for removal."""
+        self.expire()
+        if self.scratch is not None:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch))
+        with self._lock:
+            self._own_dirs[folder] = time.time()
+        return folder
+
+    def _drop(self, folders) -> None:
+        """Forget and remove these folders (only those this catalog made)."""
+        with self._lock:
+            mine = [folder for folder in folders if self._own_dirs.pop(folder, None) is not None]
+        for folder in mine:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def add_uploads(self, files: list[str], loaded: LoadedModel) -> tuple[list[str], list[str]]:
         """Copy uploaded files into a new temporary folder and keep the vectors that fit the model: (their paths,
@@ -111,7 +162,7 @@ class VectorCatalog:
         too_big = [Path(f).name for f in files if os.path.getsize(f) > self.max_upload_mb << 20]
         if too_big:
             raise ValueError(f"{', '.join(too_big)}: larger than {self.max_upload_mb} MB")
-        folder = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))  # one folder per upload keeps .pt and .json together
+        folder = self._new_folder(UPLOAD_PREFIX)  # one folder per upload keeps .pt and .json together
         for f in files:
             shutil.copy(f, folder / Path(f).name)
         added, refused = [], []
@@ -121,27 +172,53 @@ class VectorCatalog:
                 added.append(str(path))
             except (VectorFileError, ImportError) as exc:
                 refused.append(str(exc))
-        if added:
-            with self._lock:
-                self._upload_dirs.add(folder)
-        else:  # nothing usable: leave no temporary copies behind
-            shutil.rmtree(folder, ignore_errors=True)
+        if not added:  # nothing usable: leave no temporary copies behind
+            self._drop([folder])
         return added, refused
 
-    def discard(self, uploads: list[str] | None) -> None:
-        """Remove the temporary folders of these uploads (e.g. when their session ends); other paths are left
-        alone."""
-        for path in uploads or []:
-            folder = Path(path).parent
-            with self._lock:
-                if folder not in self._upload_dirs:
-                    continue
-                self._upload_dirs.discard(folder)
-            shutil.rmtree(folder, ignore_errors=True)
+    def extraction_path(self, name: str) -> Path:
+        """Where a session's new extraction is saved: NAME.pt (a cleaned name) in a new own folder. Pass it to
+        `discard` if the extraction fails."""
+        return unique_path(self._new_folder(EXTRACT_PREFIX), name)
+
+    def publish(self, path: str | None, own: list[str]) -> Path:
+        """Copy one of this session's own vectors (with its .json sidecar) into the shared folder under its own
+        name, numbered rather than overwriting anything; the copy is listed to every visitor from then on."""
+        if not path or path not in (own or []) or not Path(path).is_file():
+            raise ValueError(
+                "共有できるのは自分のベクトルだけ / pick one of your own vectors (an upload or an extraction) first"
+            )
+        source = Path(path)
+        sources = {source: None}
+        if sidecar_path(source).is_file():
+            sources[sidecar_path(source)] = None
+        with self._lock:  # two publishes never pick the same free name
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target = unique_path(self.folder, source.stem, suffix=source.suffix)
+            writers = {target: _copier(source)}
+            if len(sources) > 1:
+                writers[sidecar_path(target)] = _copier(sidecar_path(source))
+            atomic_write_all(writers)
+        return target
+
+    def discard(self, own: list[str] | None) -> None:
+        """Remove the folders of these own files (e.g. when their session ends); other paths are left alone."""
+        self._drop({Path(path).parent for path in own or []})
+
+    def expire(self, now: float | None = None) -> list[Path]:
+        """Remove the own folders made more than ttl_s ago (sessions whose end the server never heard of)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            old = [folder for folder, made in self._own_dirs.items() if now - made > self.ttl_s]
+        self._drop(old)
+        return old
 
     def close(self) -> None:
-        """Remove every upload folder this catalog made (at process exit)."""
+        """Remove every own folder this catalog made (at process exit)."""
         with self._lock:
-            folders, self._upload_dirs = self._upload_dirs, set()
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+            folders = list(self._own_dirs)
+        self._drop(folders)
+
+
+def _copier(source: Path):
+    return lambda tmp: shutil.copyfile(source, tmp)

@@ -29,11 +29,17 @@ def new_history() -> History:
     return {side: [] for side in SIDES}
 
 
-def user_text(message: str | None) -> str:
-    """The message to send, stripped; a blank one is refused."""
-    text = (message or "").strip()
+def user_text(message: str | None, max_chars: int | None = None) -> str:
+    """The message to send, stripped; a blank one, or one over `max_chars` characters, is refused (before anything
+    tokenizes it)."""
+    text = str(message or "").strip()
     if not text:
         raise ValueError("メッセージを書いてね / write a message first")
+    if max_chars is not None and len(text) > max_chars:
+        raise ValueError(
+            f"メッセージが長すぎます / the message is {len(text):,} characters, over the {max_chars:,}-character "
+            "limit for one message; shorten it"
+        )
     return text
 
 
@@ -86,10 +92,11 @@ class Turn:
     message: str
 
     @classmethod
-    def start(cls, history: History | None, message: str | None) -> Turn:
-        """A turn on `history` (None: a fresh conversation); a blank message is refused."""
+    def start(cls, history: History | None, message: str | None, max_chars: int | None = None) -> Turn:
+        """A turn on `history` (None: a fresh conversation); a blank message, or one over `max_chars` characters
+        (see generate.max_message_chars), is refused."""
         history = history or new_history()
-        return cls({side: list(history.get(side, [])) for side in SIDES}, user_text(message))
+        return cls({side: list(history.get(side, [])) for side in SIDES}, user_text(message, max_chars))
 
     @property
     def user(self) -> dict:
@@ -138,14 +145,16 @@ def column_steering(
 
 
 def decoding(max_new_tokens: float, temperature: float, seed: float, repetition_penalty: float = 1.0):
-    """GenerationSettings from the Chat tab's numbers (a UI may give floats; temperature 0 is greedy)."""
+    """GenerationSettings from the Chat tab's numbers (a UI may give floats; temperature 0 is greedy). The values go
+    in as given: GenerationSettings turns whole floats into ints and refuses NaN, 2.5 tokens or a seed past 64 bits
+    with a ValueError naming the field."""
     from .generate import GenerationSettings
 
     return GenerationSettings(
-        max_new_tokens=int(max_new_tokens),
-        temperature=float(temperature),
-        seed=int(seed),
-        repetition_penalty=float(repetition_penalty),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
     )
 
 
@@ -156,17 +165,37 @@ def stream_turn(
     settings,
     lang: str,
     on_notice: Callable[[str], None] | None = None,
+    scheduler=None,
 ) -> Iterator[TurnView]:
     """Both columns' replies from ONE batched generate call (rows: strength 0 and the steering's strength): a view
     before the first token and after each step, then the judged view with the new history. Closing the iterator
     stops the generate call (and removes its hooks) at once. `on_notice` hears about a conversation cut to fit the
-    context."""
+    context.
+
+    With a `scheduler` (steering.scheduler.Scheduler) the two rows (plain, and steered) join the scheduler's next
+    batch with every other waiting chat instead of a generate call of their own; closing the iterator cancels them.
+    Its SchedulerBusy and ValueError come at the first step, before any view."""
     from .generate import stream_rows
 
     texts = [""] * len(SIDES)
-    yield turn.view(texts, False, lang)
-    stream = stream_rows(loaded, turn.contexts(), [0.0, float(steering.strength)], steering, settings, on_notice)
-    with closing(stream):
-        for texts in stream:
+    if scheduler is None:
+        yield turn.view(texts, False, lang)
+        stream = stream_rows(loaded, turn.contexts(), [0.0, float(steering.strength)], steering, settings, on_notice)
+        with closing(stream):
+            for texts in stream:
+                yield turn.view(texts, False, lang)
+        yield turn.view(texts, True, lang)
+        return
+    from .scheduler import Row
+
+    plain, steered = turn.contexts()
+    ticket = scheduler.submit(loaded, [Row(plain, None, settings), Row(steered, steering, settings)])
+    try:  # however the reader leaves (even before the first token), its rows stop
+        if ticket.notice and on_notice:
+            on_notice(ticket.notice)
+        yield turn.view(texts, False, lang)
+        for texts in ticket.stream():
             yield turn.view(texts, False, lang)
-    yield turn.view(texts, True, lang)
+        yield turn.view(texts, True, lang)
+    finally:
+        ticket.cancel()  # (nothing left to stop once it is done)

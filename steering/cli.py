@@ -1,4 +1,5 @@
-"""Command line: python -m steering {extract,info,data,generate,sweep,export,fetch-model}."""
+"""Command line: python -m steering {extract,info,data,fetch-model,generate,export,sweep,compare}; generate lives
+in cli_chat.py, sweep and compare in cli_eval.py."""
 
 from __future__ import annotations
 
@@ -10,26 +11,20 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .checks import float_arg, int_arg, seed_arg
+from .cli_chat import add_generate_command
 from .cli_eval import add_eval_commands
 from .cli_eval import progress_bar as _progress_bar
 from .settings import (
-    APPLY_TO,
     CHARS_PER_TOKEN,
     CONTRASTS,
-    DEFAULT_APPLY_TO,
     DEFAULT_READ_POSITION,
     EXPORT_FORMATS,
     MAX_TEXT_TOKENS,
     METHODS,
-    MODES,
     QUANTIZE,
     READ_POSITIONS,
-    SCALES,
     check_layer_spec,
-    float_arg,
-    int_arg,
-    resolve_setting,
-    seed_arg,
 )
 from .tables import layer_table
 
@@ -152,114 +147,6 @@ def cmd_fetch_model(args) -> int:
     return 0
 
 
-def _generate_one(loaded, steering, settings, prompt: str, strength: float) -> dict:
-    from .generate import generate_batch
-
-    result = generate_batch(loaded, [{"role": "user", "content": prompt}], [0.0, strength], steering, settings)
-    tokens = sum(result.token_counts)
-    return {
-        "prompt": prompt,
-        "plain": result.texts[0],
-        "steered": result.texts[1],
-        "notice": result.notice,
-        "timings": {
-            "generate_s": result.seconds,
-            "tokens": tokens,
-            "tokens_per_s": tokens / result.seconds if result.seconds else None,
-        },
-    }
-
-
-def _side_by_side(plain: str, steered: str, width: int = 60) -> str:
-    import textwrap
-
-    left = textwrap.wrap(plain, width) or [""]
-    right = textwrap.wrap(steered, width) or [""]
-    rows = [f"{'PLAIN':<{width}} | STEERED"] + ["-" * width + "-+-" + "-" * width]
-    for i in range(max(len(left), len(right))):
-        a = left[i] if i < len(left) else ""
-        b = right[i] if i < len(right) else ""
-        rows.append(f"{a:<{width}} | {b}")
-    return "\n".join(rows)
-
-
-def _check_prompt_lengths(prompts: list[str], prompts_file: str | None, limit: int) -> None:
-    """Refuse, before generating anything, a prompt longer than one message may be (naming its line in a file)."""
-    from .data import load_prompts
-
-    longest = max(prompts, key=len)
-    if len(longest) <= limit:
-        return
-    if prompts_file:
-        load_prompts(prompts_file, max_chars=limit)  # raises, naming the file and line
-    raise ValueError(f"prompt: {len(longest):,} characters, over the {limit:,}-character limit for one message")
-
-
-def cmd_generate(args) -> int:
-    from .data import load_prompts
-    from .generate import GenerationSettings, max_message_chars
-    from .models import load_model
-    from .steer import Steering, strength_values
-    from .vector_files import load_vector
-    from .vectors import check_fits
-
-    if not (args.prompt or "").strip() and not args.prompts:  # refused before any model is loaded
-        raise ValueError("empty prompt: give a prompt, or --prompts FILE")
-    prompts = load_prompts(args.prompts) if args.prompts else [args.prompt]  # a broken file fails before the model
-    vector = load_vector(args.vector)
-    setting = resolve_setting(
-        vector,
-        args.layers,
-        args.strength,
-        args.scale,
-        args.mode,
-        args.apply_to,
-        args.repetition_penalty,
-        cli=True,
-        half_life=args.half_life,
-    )
-    check_layer_spec(setting.layers, "--layers")  # a typo fails before the model loads
-    strength, penalty = setting.strength, setting.repetition_penalty
-    strength_values(strength)  # 1e39 (inf in float32) fails before the model loads too
-    settings = GenerationSettings(  # so does a bad decoding value (also one recommended by a sidecar)
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=penalty,
-        seed=args.seed,
-        system_prompt=args.system,
-    )
-    loaded = load_model(args.model, quantize=args.quantize, dtype=args.dtype)
-    check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)  # "made for another model" comes first
-    _check_prompt_lengths(prompts, args.prompts, max_message_chars(loaded))
-    steering = Steering(
-        vector, setting.layers, strength, setting.scale, setting.apply_to, setting.mode, setting.half_life
-    )
-    shown = {
-        "model": args.model,
-        "vector": str(args.vector),
-        "layers": steering.layer_list(loaded.num_layers),
-        "strength": strength,
-        "scale": setting.scale,
-        "apply_to": setting.apply_to,
-        "mode": setting.mode,
-        "half_life": setting.half_life,
-        **settings.__dict__,
-    }
-    for prompt in prompts:
-        row = _generate_one(loaded, steering, settings, prompt, strength)
-        if row["notice"]:
-            print(f"notice: {row['notice']}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({**row, "settings": shown}, ensure_ascii=False), flush=True)
-        elif args.compare:
-            print(_side_by_side(row["plain"], row["steered"]))
-        else:
-            print(row["steered"])
-    return 0
-
-
 def cmd_export(args) -> int:
     from .interop import check_export_path, read_vector
     from .vector_files import export_vector
@@ -370,51 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-model", help="download and convert the bundled model into the cache now")
     p.set_defaults(func=cmd_fetch_model)
 
-    p = sub.add_parser("generate", help="chat once, steered (and plain with --compare)")
-    p.add_argument("prompt", nargs="?", default=None)
-    p.add_argument("--prompts", default=None, help="file with one prompt per line (or JSONL with a prompt field)")
-    p.add_argument("--model", default="bundled")
-    p.add_argument("--vector", required=True, type=Path)
-    p.add_argument(
-        "--layers",
-        default=None,
-        help="e.g. 10-14 (default: the vector's recommended layers, else its suggested layer ±2)",
-    )
-    p.add_argument("--strength", type=float, default=None, help="negative steers away from gyaru")
-    p.add_argument("--scale", default=None, choices=SCALES, help="default: the vector's recommended scale")
-    p.add_argument("--mode", default=None, choices=MODES, help="default: the vector's recommended mode, else add")
-    p.add_argument(
-        "--apply-to",
-        "--position",
-        dest="apply_to",
-        default=None,
-        choices=APPLY_TO,
-        help=f"where the push applies (--position: the old name); default: the vector's recommended, else "
-        f"{DEFAULT_APPLY_TO}",
-    )
-    p.add_argument(
-        "--half-life",
-        type=float_arg("--half-life", above=0.0),
-        default=None,
-        help="tokens over which the strength halves during a reply (default: the vector's recommended, else constant)",
-    )
-    p.add_argument("--max-new-tokens", type=int_arg("--max-new-tokens"), default=128)
-    p.add_argument("--temperature", type=float_arg("--temperature", minimum=0.0), default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float_arg("--top-p", above=0.0, maximum=1.0), default=1.0)
-    p.add_argument("--top-k", type=int_arg("--top-k", minimum=0), default=0, help="0 = no top-k cut")
-    p.add_argument(
-        "--repetition-penalty",
-        type=float_arg("--repetition-penalty", above=0.0),
-        default=None,
-        help="default: the vector's recommended value, else 1.0",
-    )
-    p.add_argument("--seed", type=seed_arg("--seed"), default=0)
-    p.add_argument("--system", default=None, help="system prompt (default: the model template's own)")
-    p.add_argument("--quantize", default=None, choices=QUANTIZE)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--compare", action="store_true", help="print plain and steered side by side")
-    p.add_argument("--json", action="store_true", help="one JSON object per prompt")
-    p.set_defaults(func=cmd_generate)
+    add_generate_command(sub)
 
     p = sub.add_parser("export", help="write a vector as a llama.cpp control vector (.gguf) or .safetensors")
     p.add_argument("vector", type=Path, help="vector file (.pt with its .json, .safetensors or .gguf)")

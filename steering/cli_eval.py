@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from .checks import float_arg, int_arg
 from .settings import (
     APPLY_TO,
     CONTRASTS,
@@ -19,8 +20,6 @@ from .settings import (
     SWEEP_STRENGTHS,
     check_layer_spec,
     default_lang,
-    float_arg,
-    int_arg,
     parse_layer_options,
     parse_penalties,
     parse_strengths,
@@ -48,8 +47,9 @@ def progress_bar(desc: str):
 
 
 def cmd_sweep(args) -> int:
-    from .data import load_prompts
+    from .data import check_prompt_lengths, load_prompts
     from .files import check_writable_destination
+    from .generate import max_message_chars
     from .metadata import Recommended
     from .models import load_model
     from .sweep import cells_table, recommend, sweep
@@ -66,6 +66,7 @@ def cmd_sweep(args) -> int:
     lang = default_lang(vector.meta.lang, args.model)
     prompts = load_prompts(args.prompts or lang)[: args.max_prompts]
     loaded = load_model(args.model)
+    check_prompt_lengths(prompts, args.prompts or lang, max_message_chars(loaded))  # before the grid runs
     cells = sweep(
         loaded,
         vector,

@@ -310,6 +310,17 @@ def load_prompts(path_or_lang: str | Path, max_chars: int | None = None) -> list
     return prompts
 
 
+def check_prompt_lengths(prompts: Sequence[str], source: str | Path | None, max_chars: int) -> None:
+    """Refuse a prompt longer than `max_chars` characters before any is answered, naming its line when the prompts
+    came from the file `source` (None: they were typed)."""
+    longest = max(prompts, key=len, default="")
+    if len(longest) <= max_chars:
+        return
+    if source is not None:
+        load_prompts(source, max_chars=max_chars)  # raises, naming the file and line
+    raise ValueError(f"prompt: {len(longest):,} characters, over the {max_chars:,}-character limit for one message")
+
+
 def _jsonl_prompts(path: Path, shown: str, max_chars: int | None = None) -> Iterator[str]:
     """The "prompt" field of each line of a JSONL prompt file."""
     for number, _, record in iter_jsonl(path, shown):

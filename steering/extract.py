@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from .capture import Capture, capture
+from .checks import check_int
 from .data import split
 from .models import LoadedModel
-from .settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS, METHODS, check_int, parse_layers
+from .settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS, METHODS, parse_layers
 from .templates import Rendered, render_reply
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import check_float, check_int, check_seed
 from .models import LoadedModel
-from .settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS, check_float, check_int, check_seed
+from .settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS
 from .steer import Steering, steer
 from .templates import apply_template
 
@@ -83,6 +84,11 @@ def prepare_prompt(loaded: LoadedModel, messages: Sequence[dict], settings: Gene
     if not messages or not any(m.get("content", "").strip() for m in messages if m.get("role") == "user"):
         raise ValueError("empty prompt: write a message first")
     limit = max_message_chars(loaded)
+    if len(settings.system_prompt or "") > limit:
+        raise ValueError(
+            f"the system prompt is {len(settings.system_prompt):,} characters, over the {limit:,}-character limit "
+            "for one message; shorten it"
+        )
     for number, message in enumerate(messages, start=1):  # before tokenizing: a 50 MB message never reaches it
         if len(message.get("content") or "") > limit:
             raise ValueError(

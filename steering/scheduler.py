@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .checks import check_int
 from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, _batch_inputs, prepare_prompt
 from .models import LoadedModel
 from .row_steer import RowPlan, plan_row, row_steer
-from .settings import check_int
 from .steer import Steering
 
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"  # why a row ended (OpenAI's finish_reason for the first two)
@@ -180,8 +180,11 @@ class Ticket:
     # ---------------------------------------------------------------- caller side
 
     def cancel(self) -> None:
-        """Stop this request's rows at the next step (or drop it from the queue); other requests run on."""
-        self._cancelled.set()
+        """Stop this request's rows at the next step (or drop it from the queue); other requests run on. Nothing
+        once it is done."""
+        with self._cond:
+            if not self._done:
+                self._cancelled.set()
 
     @property
     def cancelled(self) -> bool:
@@ -195,10 +198,11 @@ class Ticket:
         return Update([r.text for r in self._rows], [r.finished for r in self._rows], self._done)
 
     def updates(self, timeout: float | None = None) -> Iterator[Update]:
-        """Each change of this request's rows until all ended (coalesced: a slow reader skips to the latest). Raises
+        """Each change of this request's rows (from its first token) until all ended; coalesced: a slow reader skips
+        to the latest. Raises
         what the generation raised; TimeoutError after `timeout` seconds without news. Closing the iterator early
         cancels the request."""
-        seen = -1
+        seen = 0  # version 0: nothing generated yet
         try:
             while True:
                 with self._cond:
@@ -224,7 +228,7 @@ class Ticket:
         waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._cond:
             self._waiters.add(waiter)
-        seen = -1
+        seen = 0  # version 0: nothing generated yet
         try:
             while True:
                 waiter[1].clear()
@@ -429,14 +433,22 @@ class Scheduler:
     """Queues chat requests from any thread and runs them in batches on one worker thread (started on first use).
 
     max_batch_rows: rows in one generate call (a request with more is refused); max_queue: requests that may wait
-    (beyond it, SchedulerBusy); gather_seconds: how long an idle worker waits after the first request for others
-    that arrive together.
+    (beyond it, SchedulerBusy). Before each batch the worker gathers: it waits until no request has arrived for
+    `gather_seconds`, at most `max_gather_seconds` in all, so a burst of callers (or callers sending their next
+    turn right after a batch) share one batch; a lone request waits `gather_seconds`.
     """
 
-    def __init__(self, max_batch_rows: int = 32, max_queue: int = 64, gather_seconds: float = 0.01):
+    def __init__(
+        self,
+        max_batch_rows: int = 32,
+        max_queue: int = 64,
+        gather_seconds: float = 0.01,
+        max_gather_seconds: float = 0.1,
+    ):
         self.max_batch_rows = check_int(max_batch_rows, "max_batch_rows", minimum=1)
         self.max_queue = check_int(max_queue, "max_queue", minimum=0)
         self.gather_seconds = max(0.0, float(gather_seconds))
+        self.max_gather_seconds = max(self.gather_seconds, float(max_gather_seconds))
         self.stats = SchedulerStats()
         self._queue: deque[Ticket] = deque()
         self._cond = threading.Condition()
@@ -528,14 +540,29 @@ class Scheduler:
         self._queue = keep
         return batch
 
+    def _gather(self) -> None:
+        """Wait for a quiet gap of gather_seconds with no new request (at most max_gather_seconds)."""
+        if not self.gather_seconds:
+            return
+        deadline = time.perf_counter() + self.max_gather_seconds
+        with self._cond:
+            seen = len(self._queue)
+        while True:
+            time.sleep(min(self.gather_seconds, max(0.0, deadline - time.perf_counter())))
+            with self._cond:
+                now = len(self._queue)
+                rows = sum(len(t) for t in self._queue)
+            if now == seen or rows >= self.max_batch_rows or time.perf_counter() >= deadline:
+                return
+            seen = now
+
     def _loop(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if self._closed:
                     return
-            if self.gather_seconds:
-                time.sleep(self.gather_seconds)
+            self._gather()
             with self._cond:
                 batch = self._take()
                 self._running = batch

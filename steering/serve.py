@@ -1,5 +1,11 @@
-"""How the studio app (app.py) is served, without gradio: its command line with the environment's defaults, and
-the system font stacks its theme uses (so the page requests no web fonts and works offline)."""
+"""How the studio app (app.py) is served, without gradio: its command line with the environment's defaults, what
+visitors may do on it (trusted_host), and the system font stacks its theme uses (so the page requests no web fonts
+and works offline).
+
+A server only its operator can reach (bound to 127.0.0.1, localhost or ::1, without a --share link) is trusted:
+visitors there may load any model and save vectors into the shared vectors folder. Anywhere else both are off
+unless the operator turns them on (--allow-any-model / STEERING_ALLOW_ANY_MODEL=1, --allow-shared-saves /
+STEERING_ALLOW_SHARED_SAVES=1)."""
 
 from __future__ import annotations
 
@@ -21,6 +27,18 @@ SYSTEM_FONTS = (
     "sans-serif",
 )
 MONO_FONTS = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # addresses only this machine can reach
+_TRUE = ("1", "true", "yes", "on")
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """An on/off environment variable: 1, true, yes or on (any case) is on; anything else, or unset, is off."""
+    return str(env.get(name, "")).strip().lower() in _TRUE
+
+
+def trusted_host(host: str | None, share: bool = False) -> bool:
+    """Whether only this machine can reach a server bound to `host` (and no public --share link exists)."""
+    return (host or "").strip().lower().strip("[]") in LOCAL_HOSTS and not share
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -29,13 +47,33 @@ def server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help=f"default: GRADIO_SERVER_PORT or {DEFAULT_PORT}")
     parser.add_argument("--model", default=None, help="preload this model at start (default: STEERING_MODEL)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        help="let visitors load any hub id, local folder or .gguf (default: STEERING_ALLOW_ANY_MODEL; always on when "
+        "bound to localhost without --share; otherwise visitors pick among the listed models)",
+    )
+    parser.add_argument(
+        "--allow-shared-saves",
+        action="store_true",
+        help="let visitors save their vectors into the shared vectors folder (default: STEERING_ALLOW_SHARED_SAVES; "
+        "always on when bound to localhost without --share)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on the OpenAI-compatible API at /v1 (default: STEERING_API_KEY); "
+        "needed to serve /v1 on an address other machines can reach",
+    )
+    parser.add_argument("--no-api", action="store_true", help="serve only the page, no OpenAI-compatible API at /v1")
     return parser
 
 
 def server_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> argparse.Namespace:
     """The app's options with every default filled in: host (--host, else GRADIO_SERVER_NAME, else 0.0.0.0 on
     Hugging Face Spaces, where SPACE_ID is set, else 127.0.0.1), port (--port, else GRADIO_SERVER_PORT, else 7860),
-    model to preload (--model, else STEERING_MODEL, else None) and share."""
+    model to preload (--model, else STEERING_MODEL, else None), share, and what visitors may do: allow_any_model and
+    allow_shared_saves (the flag, else its environment variable, else on for a trusted_host)."""
     env = os.environ if environ is None else environ
     args = server_parser().parse_args(argv)
     args.host = args.host or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1")
@@ -45,4 +83,9 @@ def server_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         except ValueError:
             raise ValueError(f"GRADIO_SERVER_PORT={env['GRADIO_SERVER_PORT']!r} is not a port number") from None
     args.model = args.model or env.get("STEERING_MODEL") or None
+    trusted = trusted_host(args.host, args.share)
+    args.allow_any_model = args.allow_any_model or env_flag(env, "STEERING_ALLOW_ANY_MODEL") or trusted
+    args.allow_shared_saves = args.allow_shared_saves or env_flag(env, "STEERING_ALLOW_SHARED_SAVES") or trusted
+    args.api_key = args.api_key if args.api_key is not None else env.get("STEERING_API_KEY") or None
+    args.on_space = bool(env.get("SPACE_ID"))
     return args

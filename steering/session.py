@@ -3,6 +3,10 @@ request, and brought back when a replacement fails — one load at a time, under
 
 Progress is reported as plain text through an optional callback; download and load bars come from tqdm (which
 Gradio's `gr.Progress(track_tqdm=True)` picks up by itself).
+
+Which models a visitor may switch the shared model to is a ModelPolicy: on a server others can reach, only the
+presets (models.SUGGESTED_MODELS) and the model the server was started with; any hub id, folder or .gguf only when
+the operator allows it (`python app.py --allow-any-model`, or a server bound to localhost).
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ import gc
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from .models import BUNDLED, LoadedModel, check_loadable, load_model
+from .models import BUNDLED, SUGGESTED_MODELS, LoadedModel, check_loadable, load_model
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +33,54 @@ def model_status(loaded: LoadedModel | None) -> str:
         f"**{d['name']}** (`{d['spec']}`) — {d['num_layers']} レイヤー / layers, hidden {d['hidden_size']}, "
         f"{d['dtype']} on {d['device']}"
     )
+
+
+class ModelNotAllowed(ValueError):
+    """A model this server does not let visitors load. The message is the same for every refused spec: it never
+    tells whether a path exists on the server."""
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """Which models visitors may make the shared model.
+
+    allow_any=False (a server others can reach): the presets and `started_with` (the model the operator started
+    the server with), nothing else. allow_any=True: any hub id, local folder or .gguf path as well (the operator's
+    own machine: `--allow-any-model`, or a server bound to localhost).
+    """
+
+    allow_any: bool = False
+    started_with: str | None = None
+    presets: tuple[tuple[str, str], ...] = tuple(SUGGESTED_MODELS)
+
+    @property
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, spec) of the models offered by name: the presets, then the start-up model if it is not one."""
+        listed = list(self.presets)
+        if self.started_with and self.started_with not in {spec for _, spec in listed}:
+            listed.append((f"{self.started_with} (started with)", self.started_with))
+        return listed
+
+    @property
+    def allowed(self) -> list[str]:
+        """The specs a visitor may load when allow_any is off."""
+        return [spec for _, spec in self.choices]
+
+    def refusal(self) -> str:
+        """The one message every refused spec gets (it names no path and says nothing about the request)."""
+        return (
+            "このサーバーでは一覧のモデルだけ選べます / this server loads only its listed models: "
+            f"{', '.join(self.allowed)}. Any hub id or local path needs the server started on localhost or with "
+            "`python app.py --allow-any-model`."
+        )
+
+    def check(self, spec: str | None) -> str:
+        """The spec to load (stripped; empty means the bundled model), or ModelNotAllowed before anything on disk
+        or on the hub is looked at."""
+        spec = str(spec or "").strip() or BUNDLED
+        if self.allow_any or spec in self.allowed:
+            return spec
+        raise ModelNotAllowed(self.refusal())
 
 
 def _release_memory() -> None:

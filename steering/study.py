@@ -183,7 +183,7 @@ def run_study(
         _turn_one(dev),
         grid,
         plan.max_new_tokens,
-        progress=lambda done, total: log(f"dev rows {done}/{total}") if done % 128 == 0 or done == total else None,
+        progress=lambda done, total: log(f"dev rows {done}/{total}"),
     )
     study.dev_cells = judge_grid(loaded, generated, plan.lang)
     best = best_cell(study.dev_cells)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .checks import check_float, check_int
 from .data import load_prompts
 from .models import LoadedModel
 from .settings import (
@@ -54,9 +55,13 @@ class SweepGrid:
         progress: Callable[[int, int], None] | None = None,
     ) -> list[SweepCell]:
         """steering.sweep.sweep over this grid on the first `n_prompts` (at least 1) bundled prompts in the
-        vector's language (else the model's), greedy."""
+        vector's language (else the model's), greedy. A count that is not a whole number (NaN from an API call)
+        is a ValueError before anything runs."""
+        n_prompts = max(1, check_int(n_prompts, "質問数 / prompts", minimum=None))
+        max_new_tokens = check_int(max_new_tokens, "最大トークン / max new tokens", minimum=1)
+        repetition_penalty = check_float(repetition_penalty, "繰り返しペナルティ / repetition penalty", above=0.0)
         lang = default_lang(vector.meta.lang, loaded.spec)
-        prompts = load_prompts(lang)[: max(1, int(n_prompts))]
+        prompts = load_prompts(lang)[:n_prompts]
         return sweep(
             loaded,
             vector,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks import check_int
 from .data import load_prompts
 from .settings import (
     SWEEP_STRENGTHS,
@@ -13,6 +14,7 @@ from .settings import (
     default_layer_options,
     default_scale,
     format_layers,
+    parse_layers,
     resolve_setting,
 )
 
@@ -83,20 +85,25 @@ def extraction_options(
     layers: str | None,
     method: str,
     read_position: str,
+    num_layers: int | None = None,
 ) -> dict:
     """steering.pipeline.extract_from_dataset's keywords from the Extract tab's fields: the uploaded file when
     `dataset` is "upload" (ValueError when none was uploaded), else the bundled set; blank layers = the default
-    band; no or 0 max pairs = all pairs."""
+    band; no or 0 max pairs = all pairs. With `num_layers` (the loaded model's) the layers are range-checked here,
+    before any data is read: '0-100000000' is refused at once."""
     data = data_file if dataset == "upload" else dataset
     if not data:
         raise ValueError("データセットをアップロードしてね / upload a dataset file first")
+    layers = str(layers or "").strip() or None
+    if layers is not None and num_layers is not None:
+        parse_layers(layers, num_layers, "レイヤー / layers")
     return dict(
         data=data,
         contrast=contrast,
-        layers=(layers or "").strip() or None,
+        layers=layers,
         method=method,
         read_position=read_position,
-        max_pairs=int(max_pairs) if max_pairs else None,
+        max_pairs=check_int(max_pairs, "max pairs", minimum=1) if max_pairs else None,
     )
 
 

@@ -25,3 +25,17 @@ def write_big_jsonl(path, lines: int = 20_000):
         f.writelines(pair_line(i) + "\n" for i in range(1, lines))
         f.write('{"standard": "the file was cut off here", "gyaru": \n')
     return path
+
+
+def random_steering_vector(seed: int = 0, layers=(1, 2), hidden: int = 64, lang: str | None = None):
+    """A vector for the tiny 4-layer models with every statistic the steering modes need (calibrated, clamp)."""
+    from steering.vectors import SteeringVector
+
+    gen = torch.Generator().manual_seed(seed)
+    directions = {layer: torch.nn.functional.normalize(torch.randn(hidden, generator=gen), dim=0) for layer in layers}
+    stats = {
+        layer: {"mean_diff_norm": 3.0, "residual_norm": 10.0, "gyaru_projection": 2.0, "baseline_projection": -1.0}
+        for layer in layers
+    }
+    meta = {"model": "tiny-qwen2", **({"lang": lang} if lang else {})}
+    return SteeringVector(directions, meta, stats)

@@ -23,12 +23,17 @@ pytestmark = pytest.mark.slow  # every test here talks to the launched app on th
 @pytest.fixture(scope="module")
 def vector_dir(tmp_path_factory):
     """The app's catalog over a fresh folder for this module: these tests never write into the repository's
-    vectors/. Upload folders the catalog made are removed afterwards."""
+    vectors/. The sessions' own folders (uploads, extractions) are made under a temporary folder of their own and
+    removed afterwards. The server runs as a public one would (only the listed models) but lets sessions save into
+    the shared folder (vector_path does)."""
     from steering.catalog import VectorCatalog
+    from steering.session import ModelPolicy
 
-    catalog = VectorCatalog(tmp_path_factory.mktemp("vectors"))
+    catalog = VectorCatalog(tmp_path_factory.mktemp("vectors"), scratch=tmp_path_factory.mktemp("own"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "CATALOG", catalog)
+        patch.setattr(app, "POLICY", ModelPolicy(allow_any=False))
+        patch.setattr(app, "SHARED_SAVES", True)
         yield catalog.folder
     catalog.close()
 
@@ -45,12 +50,14 @@ def client(url):
 
 @pytest.fixture(scope="module")
 def vector_path(client):
-    """One small extraction on the bundled English data (into the module's temporary vectors folder)."""
+    """One small extraction on the bundled English data (into the extracting session's own folder), then saved
+    into the module's temporary shared vectors folder, where every session (each test's fresh client) finds it."""
     summary, files, table, dropdown, note = client.predict(
         "en", None, "gyaru-vs-standard", 6, "8-12", "mean_diff", "last", "test-app-vector", api_name="/extract"
     )
-    path = Path(dropdown["value"])  # the dropdown comes back as an update: new choices, new value
-    return path, summary, files, table
+    own = dropdown["value"]  # the dropdown comes back as an update: new choices, new value
+    shared, _note = client.predict(own, api_name="/save_to_shared")
+    return Path(shared["value"]), summary, files, table, own
 
 
 def text_of(message: dict) -> str:
@@ -94,9 +101,15 @@ def test_load_4bit_without_cuda_is_a_message_not_a_crash(client):
     assert "SmolLM2-135M-Instruct" in status
 
 
-def test_extract_writes_a_loadable_vector(vector_path, vector_dir, repo_root):
-    path, summary, files, table = vector_path
+def test_extract_writes_a_loadable_vector(vector_path, vector_dir, repo_root, url, client):
+    path, summary, files, table, own = vector_path
     assert path.parent == vector_dir != repo_root / "vectors"  # never the repository's own folder
+    assert Path(own).parent.parent == app.CATALOG.scratch  # extracted into this session's own folder
+    assert load_vector(own).meta.pairs == 6 and load_vector(path).meta.pairs == 6  # and its shared copy
+    listed = lambda dropdown: [value for _, value in dropdown["choices"]]  # noqa: E731
+    assert own in listed(client.predict(None, api_name="/list_vectors")[0])  # the extracting session lists it
+    _status, _model, others, _note = gradio_client.Client(url, verbose=False).predict(api_name="/startup")
+    assert own not in listed(others) and str(path) in listed(others)  # another session: only the shared copy
     assert path.suffix == ".pt" and path.stem.startswith("test-app-vector")
     vector = load_vector(path)
     assert vector.layers == [8, 9, 10, 11, 12]
@@ -226,7 +239,8 @@ def test_chat_is_multi_turn_per_column(url, vector_path):
     assert text_of(steered2[2]) == "Tell me more."
 
 
-def test_missing_local_model_keeps_the_current_one(client, tmp_path):
+def test_missing_local_model_keeps_the_current_one(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "POLICY", app.ModelPolicy(allow_any=True))  # a server that lets any path through
     kept = app.HOLDER.get()
     status, *_ = client.predict(str(tmp_path / "no-such-model.gguf"), api_name="/load_model")
     assert "not found" in status and "SmolLM2-135M-Instruct" in status

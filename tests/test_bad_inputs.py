@@ -143,7 +143,8 @@ def test_cli_extract_bad_dataset_is_one_error_line(tmp_path, capsys, no_model, c
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path, tiny_qwen2):
-    """The app module with the tiny model as the shared model and an empty temporary vectors/ folder."""
+    """The app module with the tiny model as the shared model, an empty temporary vectors/ folder, and the
+    sessions' own files (uploads, extractions) under tmp_path/own (removed afterwards)."""
     app = pytest.importorskip("app")
     from steering.catalog import VectorCatalog
     from steering.session import ModelSession
@@ -151,8 +152,10 @@ def app_env(monkeypatch, tmp_path, tiny_qwen2):
     monkeypatch.setattr(app, "HOLDER", ModelSession(loaded=tiny_qwen2))
     folder = tmp_path / "vectors"
     folder.mkdir()
-    monkeypatch.setattr(app, "CATALOG", VectorCatalog(folder))
-    return app
+    catalog = VectorCatalog(folder, scratch=tmp_path / "own")
+    monkeypatch.setattr(app, "CATALOG", catalog)
+    yield app
+    catalog.close()
 
 
 def no_progress(*args, **kwargs):
@@ -231,8 +234,9 @@ def test_app_extract_20000_lines_honours_max_pairs_and_reports_progress(app_env,
     )
     assert f"{MAX_PAIRS} pairs" in summary
     assert calls and calls[-1][0][0] == (2 * MAX_PAIRS, 2 * MAX_PAIRS)
-    saved = Path(files[0])
-    assert saved.parent == app_env.CATALOG.folder and load_vector(saved).meta.pairs == MAX_PAIRS
+    saved = Path(files[0])  # in this session's own folder; the shared folder stays empty
+    assert saved.parent.parent == app_env.CATALOG.scratch and load_vector(saved).meta.pairs == MAX_PAIRS
+    assert list(app_env.CATALOG.folder.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- vector for another model
@@ -420,12 +424,17 @@ def test_save_names_stay_inside_the_folder_and_never_clobber(tmp_path, name, ste
     )
 
 
-def test_app_extract_with_a_traversal_name_saves_inside_vectors_without_clobbering(app_env, tmp_path):
+def test_app_extract_with_a_traversal_name_saves_inside_vectors_without_clobbering(app_env, tmp_path, monkeypatch):
+    """The name is cleaned into the session's own folder; saving to the shared folder numbers, never clobbers."""
     folder = app_env.CATALOG.folder
     (folder / "evil.pt").write_bytes(b"an older vector")
-    summary, files, *_ = extract_in_app(app_env, "en", dataset="en", name="../../evil")
+    summary, files, _table, _dropdown, _note, own = extract_in_app(app_env, "en", dataset="en", name="../../evil")
     saved = Path(files[0])
-    assert saved == folder / "evil-2.pt" and "evil-2.pt" in summary
+    assert saved.name == "evil.pt" and saved.parent.parent == tmp_path / "own" and "evil.pt" in summary
+    assert own == [str(saved)]
+    monkeypatch.setattr(app_env, "SHARED_SAVES", True)
+    _dropdown, _note = app_env.on_save_shared(str(saved), own)
+    assert (folder / "evil-2.pt").exists() and (folder / "evil-2.json").exists()
     assert (folder / "evil.pt").read_bytes() == b"an older vector"
     assert not (tmp_path / "evil.pt").exists() and not (folder.parent.parent / "evil.pt").exists()
 
@@ -623,6 +632,7 @@ def test_app_unknown_model_offline_is_a_status_message(app_env, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     spec = "nobody-at-all-xyz/no-such-model-123"
+    monkeypatch.setattr(app_env, "POLICY", session.ModelPolicy(allow_any=True))  # a server that lets it through
     with pytest.warns(UserWarning, match="could not load model"):
         status, *_ = app_env.on_load_model(spec, [], progress=no_progress)
     assert status.startswith(f"⚠ could not load model '{spec}'")
@@ -651,3 +661,423 @@ def test_refusal_classes_reach_the_cli_error_path():
     """The CLI's `error: ...` path catches ValueError: every refusal class above must be one."""
     assert issubclass(DatasetError, ValueError) and issubclass(VectorFileError, ValueError)
     assert issubclass(models.ModelLoadError, RuntimeError)
+
+
+# ==================================================================== requests that could crash the shared server
+# Each input below used to run for minutes, fill memory, read uninitialised memory or silently do nothing.
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    """cli.main in-process: (exit code, stdout, stderr); a usage error comes back as its exit code."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as exc:  # (main returns argparse's exit code itself; this only guards a regression)
+        rc = exc.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def long_text_dataset(path: Path, text: str, field: str = "gyaru") -> Path:
+    """Two good (short) pairs, then line 3 whose `field` is `text`."""
+    lines = [{"standard": f"A plain sentence {i}.", "gyaru": f"OMG gal sentence {i}!"} for i in (1, 2)]
+    lines.append({"standard": "A plain sentence.", "gyaru": "OMG a gal sentence!", field: text})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------- 1. text length caps
+
+
+def test_cli_extract_50mb_line_is_refused_by_characters_before_any_model(tmp_path, capsys, no_model):
+    """The 50 MB line that ran 156 s at 6.8 GB before failing to allocate 54 GB: now refused by its length."""
+    import time
+
+    from steering.settings import CHARS_PER_TOKEN, MAX_TEXT_TOKENS
+
+    data = long_text_dataset(tmp_path / "huge.jsonl", "x" * (50 << 20), field="standard")
+    out = tmp_path / "v.pt"
+    t0 = time.perf_counter()
+    rc, _, err = run_main(["extract", "--data", str(data), "--out", str(out)], capsys)
+    assert time.perf_counter() - t0 < 30
+    limit = CHARS_PER_TOKEN * MAX_TEXT_TOKENS
+    assert_clean_error(
+        rc, err, f'huge.jsonl line 3, field "standard": 52,428,800 characters, over the limit of {limit:,} characters'
+    )
+    assert not out.exists()
+
+
+def test_extract_refuses_an_over_long_text_without_tokenizing_it(tmp_path, tiny_qwen2, monkeypatch):
+    """The character check comes first (16 per allowed token): the tokenizer never sees the text."""
+    from steering import extract as extract_module
+    from steering.pipeline import extract_from_dataset
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("a text over the character cap was tokenized")
+
+    monkeypatch.setattr(extract_module, "render_reply", no_tokenizing)
+    cap = min(64, tiny_qwen2.context_length)
+    data = long_text_dataset(tmp_path / "long.jsonl", "y" * (16 * cap + 1))
+    with pytest.raises(
+        DatasetError, match=r'long\.jsonl line 3, field "gyaru": 1,025 characters, over the limit of 1,024'
+    ):
+        extract_from_dataset(tiny_qwen2, data, layers="1-2", max_text_tokens=64)
+
+
+def test_cli_extract_text_over_the_token_cap_names_file_line_and_field(tmp_path, capsys, tiny_cli):
+    """Under the character cap but over --max-text-tokens: counted in tokens once the model is there, before it runs."""
+    data = long_text_dataset(tmp_path / "pairs.jsonl", "so like " * 12)  # ~25 tokens, 96 characters
+    out = tmp_path / "v.pt"
+    rc, _, err = run_main(
+        ["extract", "--data", str(data), "--layers", "1-2", "--max-text-tokens", "20", "--out", str(out)], capsys
+    )
+    assert_clean_error(rc, err, 'pairs.jsonl line 3, field "gyaru": ', "tokens, over the limit of 20 tokens per text")
+    assert not out.exists()
+
+
+def test_extract_text_over_the_model_context_is_refused(tmp_path, tiny_qwen2):
+    """The model's context caps a text too (the tiny model has 512 positions), whatever max_text_tokens says."""
+    from steering.extract import extract
+    from steering.pipeline import extract_from_dataset
+
+    long = "word " * 600  # ~600 tokens, 3,000 characters: under 16 × 512 characters
+    data = long_text_dataset(tmp_path / "ctx.json", long, field="standard")
+    with pytest.raises(
+        ValueError, match=r'ctx\.json line 3, field "standard": \d+ tokens, over the limit of 512 tokens'
+    ):
+        extract_from_dataset(tiny_qwen2, data, layers="1-2", max_text_tokens=4096)
+    with pytest.raises(ValueError, match=r"text 4 of 4: \d+ tokens, over the limit of 512 tokens"):  # no labels
+        extract(tiny_qwen2, ["a", "b"], ["c", long], layers=[1])
+
+
+def test_a_single_message_over_the_cap_is_refused_before_tokenizing(tiny_qwen2, monkeypatch):
+    """A long conversation is still cut from the left; one message that alone is far over the cap is refused."""
+    from steering import generate
+
+    limit = generate.max_message_chars(tiny_qwen2)
+    assert limit == 16 * max(tiny_qwen2.context_length, 2048)
+    monkeypatch.setattr(generate, "apply_template", lambda *a, **k: pytest.fail("the message was tokenized"))
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "z" * (limit + 1)}]
+    with pytest.raises(ValueError, match=rf"message 2 \(assistant\) is {limit + 1:,} characters, over the {limit:,}"):
+        generate.prepare_prompt(tiny_qwen2, messages, generate.GenerationSettings(max_new_tokens=2))
+
+
+def test_cli_prompts_file_line_over_the_cap_is_named(tmp_path, capsys, tiny_cli, tiny_qwen2, tiny_vector_file):
+    from steering.generate import max_message_chars
+
+    limit = max_message_chars(tiny_qwen2)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n" + "q" * (limit + 1) + "\n", encoding="utf-8")
+    argv = ["generate", "--vector", str(tiny_vector_file), "--scale", "raw", "--max-new-tokens", "2"]
+    rc, out, err = run_main([*argv, "--prompts", str(prompts)], capsys)
+    assert_clean_error(rc, err, f"prompts.txt line 2: prompt of {limit + 1:,} characters, over the limit of {limit:,}")
+    assert out == ""  # refused before the first prompt was answered
+    rc, out, err = run_main([*argv, "q" * (limit + 1)], capsys)
+    assert_clean_error(rc, err, f"prompt: {limit + 1:,} characters, over the {limit:,}-character limit")
+    rc, out, err = run_main([*argv, "hi", "--system", "s" * (limit + 1)], capsys)
+    assert_clean_error(rc, err, f"the system prompt is {limit + 1:,} characters, over the {limit:,}-character limit")
+    rc, out, err = run_main(
+        ["sweep", "--vector", str(tiny_vector_file), "--prompts", str(prompts), "--layers", "1-2", "--strengths", "1"],
+        capsys,
+    )
+    assert_clean_error(rc, err, f"prompts.txt line 2: prompt of {limit + 1:,} characters")
+
+
+# ------------------------------------------------------------------------ 2. destinations checked before work
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["extract", "--out", "FILE/x.pt"], "--out FILE/x.pt: FILE is not a folder"),
+        (["export", "V", "--format", "gguf", "--out", "FILE/y.gguf"], "--out FILE/y.gguf: FILE is not a folder"),
+        (["export", "V", "--format", "safetensors", "--out", "FILE/y.safetensors"], "FILE is not a folder"),
+        (["sweep", "--vector", "V", "--report", "FILE/"], "--report FILE: FILE is not a folder"),
+        (["sweep", "--vector", "V", "--report", "FILE/sub"], "--report FILE/sub: FILE is not a folder"),
+        (["compare", "--report", "FILE/"], "--report FILE: FILE is not a folder"),
+        (["compare", "--ship", "FILE/"], "--ship FILE: FILE is not a folder"),
+    ],
+)
+def test_cli_unwritable_destination_fails_before_any_model(tmp_path, capsys, monkeypatch, no_model, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    Path("FILE").write_text("a user's file", encoding="utf-8")
+    save_vector(unit_vector(), tmp_path / "V.pt")
+    argv = [str(tmp_path / "V.pt") if a == "V" else a for a in argv]
+    rc, _, err = run_main(argv, capsys)
+    assert_clean_error(rc, err, needle)
+    assert Path("FILE").read_text(encoding="utf-8") == "a user's file"
+    assert temp_files_left(tmp_path) == []  # the writability probe is removed
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
+def test_cli_out_in_proc_is_not_writable(capsys, no_model):
+    """/proc refuses new files even to root (whose permission bits say "writable"): the check really tries."""
+    rc, _, err = run_main(["extract", "--max-pairs", "2", "--out", "/proc/x.pt"], capsys)
+    assert_clean_error(rc, err, "--out /proc/x.pt: /proc is not writable")
+
+
+def test_check_writable_destination(tmp_path):
+    from steering.files import DestinationError, check_writable_destination
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    assert check_writable_destination(tmp_path / "new" / "deeper" / "v.pt", "out") == tmp_path / "new/deeper/v.pt"
+    assert not (tmp_path / "new").exists()  # nothing is created
+    assert check_writable_destination(tmp_path / "dir", "--report", folder=True) == tmp_path / "dir"
+    with pytest.raises(DestinationError, match=r"^--out .*file/x\.pt: .*file is not a folder$"):
+        check_writable_destination(tmp_path / "file" / "x.pt", "--out")
+    with pytest.raises(DestinationError, match=r"dir is a folder, not a file"):
+        check_writable_destination(tmp_path / "dir", "--out")
+    with pytest.raises(DestinationError, match=r"file is not a folder"):
+        check_writable_destination(tmp_path / "file", "--report", folder=True)
+    assert issubclass(DestinationError, ValueError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]
+
+
+def test_save_vector_under_a_file_is_a_clear_error(tmp_path):
+    """Library saves run the same check (it used to end in NotADirectoryError or FileExistsError)."""
+    (tmp_path / "FILE").write_text("x")
+    with pytest.raises(ValueError, match=r"FILE is not a folder"):
+        save_vector(unit_vector(), tmp_path / "FILE" / "x.pt")
+    with pytest.raises(ValueError, match=r"FILE is not a folder"):
+        export_vector(save_vector(unit_vector(), tmp_path / "v.pt"), "gguf", tmp_path / "FILE" / "y.gguf")
+
+
+# ------------------------------------------------------------------------------------ 3. float32 overflow
+
+
+def test_strength_beyond_float32_safety_is_refused(tiny_qwen2):
+    from steering.settings import MAX_STRENGTH
+
+    vector = unit_vector()
+    for bad in (1e39, -1e39, MAX_STRENGTH * 1.01, [0.0, 1e39]):
+        with pytest.raises(ValueError, match=r"strength .* is beyond ±10000, the most any strength may be"):
+            with steer(tiny_qwen2, Steering(vector, [1, 2], bad, "raw")):
+                pass
+    with pytest.warns(UserWarning, match="expect broken text"):  # the bound itself is allowed (with the warning)
+        with steer(tiny_qwen2, Steering(vector, [1, 2], MAX_STRENGTH, "raw")):
+            pass
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_cli_strength_beyond_float32_safety_fails_before_any_model(capsys, no_model, tiny_vector_file):
+    rc, out, err = run_main(["generate", "hi", "--vector", str(tiny_vector_file), "--strength", "1e39"], capsys)
+    assert_clean_error(rc, err, "strength 1e+39 is beyond ±10000")
+    assert out == ""  # it used to exit 0 with an empty reply
+    rc, _, err = run_main(["sweep", "--vector", str(tiny_vector_file), "--strengths", "0,1e39"], capsys)
+    assert_clean_error(rc, err, "--strengths: strength '1e39' is beyond ±10000")
+
+
+@pytest.mark.parametrize(
+    "layer_two, needle",
+    [
+        (torch.zeros(64), "layer 2 has norm 0 (all zeros?): it has no direction"),
+        (torch.full((64,), 1e30), "layer 2 holds a value of 1e+30, beyond ±1e+15"),
+        (torch.full((64,), 1e-30), "layer 2 has norm 8e-30 (all zeros?)"),
+    ],
+)
+def test_vector_that_would_steer_nothing_or_overflow_is_refused_at_load(tmp_path, capsys, layer_two, needle):
+    bad = tmp_path / "bad.pt"
+    torch.save({1: torch.ones(64), 2: layer_two}, bad)
+    with pytest.raises(VectorFileError, match=re.escape(f"{bad}: {needle}")):
+        load_vector(bad)
+    rc, _, err = run_main(["info", str(bad)], capsys)
+    assert_clean_error(rc, err, "bad.pt: " + needle)
+    with pytest.raises(VectorFileError, match=re.escape(needle)):  # and it is never written
+        save_vector(SteeringVector({1: torch.ones(64), 2: layer_two}), tmp_path / "again.pt")
+    assert not (tmp_path / "again.pt").exists()
+
+
+def test_in_memory_zero_direction_is_refused_by_steering(tiny_qwen2):
+    vector = SteeringVector({1: torch.ones(64), 2: torch.zeros(64)}, {}, {})
+    with pytest.raises(ValueError, match=r"layer 2: the vector's direction has norm 0 .* it cannot steer"):
+        with steer(tiny_qwen2, Steering(vector, [1, 2], 1.0, "raw")):
+            pass
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
+# ----------------------------------------------------------------------------------- 4. unchecked numbers
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["extract", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["extract", "--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
+        (["extract", "--batch-size", "2.5"], "--batch-size must be a whole number, got '2.5'"),
+        (["extract", "--max-pairs", "0"], "--max-pairs must be at least 1, got 0"),
+        (["extract", "--heldout", "1.5"], "--heldout must be less than 1, got 1.5"),
+        (["extract", "--heldout", "-0.1"], "--heldout must be at least 0, got -0.1"),
+        (["extract", "--heldout", "nan"], "--heldout must be a finite number, got nan"),
+        (["extract", "--seed", "-1"], "--seed must be at least 0, got -1"),
+        (["extract", "--seed", str(2**63)], f"--seed must be at most 2**63 - 1 ({2**63 - 1}), got {2**63}"),
+        (["extract", "--max-text-tokens", "0"], "--max-text-tokens must be at least 1, got 0"),
+        (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+        (["generate", "hi", "--max-new-tokens", "-5"], "--max-new-tokens must be at least 1, got -5"),
+        (["generate", "hi", "--top-k", "-1"], "--top-k must be at least 0, got -1"),
+        (["generate", "hi", "--top-p", "2"], "--top-p must be at most 1, got 2"),
+        (["generate", "hi", "--top-p", "0"], "--top-p must be greater than 0, got 0"),
+        (["generate", "hi", "--temperature", "-1"], "--temperature must be at least 0, got -1"),
+        (["generate", "hi", "--temperature", "inf"], "--temperature must be a finite number, got inf"),
+        (["generate", "hi", "--repetition-penalty", "0"], "--repetition-penalty must be greater than 0, got 0"),
+        (["generate", "hi", "--half-life", "0"], "--half-life must be greater than 0, got 0"),
+        (["generate", "hi", "--seed", str(2**64)], "--seed must be at most 2**63 - 1"),
+        (["sweep", "--strengths", ""], "--strengths: empty; write at least one strength"),
+        (["sweep", "--layers", ""], "--layers: empty; write at least one layer option"),
+        (["sweep", "--max-prompts", "0"], "--max-prompts must be at least 1, got 0"),
+        (["sweep", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+        (["compare", "--dev", "0"], "--dev must be at least 1, got 0"),
+    ],
+)
+def test_cli_numbers_out_of_range_are_refused_before_any_model(
+    tmp_path, capsys, no_model, tiny_vector_file, argv, needle
+):
+    command, rest = argv[0], argv[1:]
+    required = {
+        "extract": ["--max-pairs", "2", "--out", str(tmp_path / "v.pt")],
+        "generate": ["--vector", str(tiny_vector_file)],
+        "sweep": ["--vector", str(tiny_vector_file)],
+        "compare": [],
+    }[command]
+    rc, out, err = run_main([command, *required, *rest], capsys)  # the bad value comes last: it wins over defaults
+    assert_clean_error(rc, err, needle)
+    assert out == "" and err.count("\n") == 1  # one line
+    assert not (tmp_path / "v.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("max_new_tokens", math.nan, "max_new_tokens must be a whole number, got nan"),
+        ("max_new_tokens", 2.5, "max_new_tokens must be a whole number, got 2.5"),
+        ("max_new_tokens", "12", "max_new_tokens must be a whole number, got '12'"),
+        ("max_new_tokens", 0, "max_new_tokens must be at least 1, got 0"),
+        ("seed", 2**63, "seed must be at most 2**63 - 1"),
+        ("seed", -1, "seed must be at least 0, got -1"),
+        ("seed", 1.5, "seed must be a whole number, got 1.5"),
+        ("top_p", 2.0, "top_p must be at most 1, got 2"),
+        ("top_k", -1, "top_k must be at least 0, got -1"),
+        ("temperature", math.inf, "temperature must be a finite number, got inf"),
+        ("repetition_penalty", -1.0, "repetition_penalty must be greater than 0, got -1"),
+    ],
+)
+def test_generation_settings_refuse_bad_values_naming_the_field(field, value, needle):
+    from steering.generate import GenerationSettings
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        GenerationSettings(**{field: value})
+    settings = GenerationSettings()
+    setattr(settings, field, value)  # changed after construction: refused when used
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        settings.generate_kwargs()
+
+
+def test_generation_settings_accept_whole_floats_and_the_seed_bounds():
+    from steering.generate import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=64.0, seed=2**63 - 1, top_k=50.0)  # a UI slider's floats
+    assert settings.max_new_tokens == 64 and isinstance(settings.max_new_tokens, int) and settings.top_k == 50
+    assert GenerationSettings(seed=0).seed == 0 and GenerationSettings(seed=None).seed is None
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_library_batch_size_below_one_is_refused(tiny_qwen2, batch_size):
+    """-1 used to skip every batch and return torch.empty's uninitialised memory as 'hidden states'."""
+    from steering.capture import capture
+    from steering.extract import extract
+
+    with pytest.raises(ValueError, match=f"batch_size must be at least 1, got {batch_size}"):
+        capture(tiny_qwen2, ["a", "b"], [1], batch_size=batch_size)
+    with pytest.raises(ValueError, match=f"batch_size must be at least 1, got {batch_size}"):
+        extract(tiny_qwen2, ["a", "b"], ["c", "d"], layers=[1], batch_size=batch_size)
+
+
+def test_library_max_pairs_zero_is_refused(tiny_qwen2):
+    """max_pairs=0 used to mean 'every pair' (0 or None)."""
+    from steering.pipeline import extract_from_dataset
+
+    with pytest.raises(ValueError, match="max_pairs must be at least 1 .*got 0"):
+        extract_from_dataset(tiny_qwen2, "en", max_pairs=0)
+
+
+def test_sidecar_with_a_string_recommended_strength_is_refused(tmp_path, capsys):
+    """Already a clear error (tests/test_metadata.py covers the metadata side): the CLI says which file and field."""
+    path = save_vector(unit_vector(), tmp_path / "v.pt")
+    meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    meta["recommended"] = {"layers": "1-2", "strength": "4"}
+    sidecar_path(path).write_text(json.dumps(meta), encoding="utf-8")
+    rc, _, err = run_main(["info", str(path)], capsys)
+    assert_clean_error(rc, err, "v.json", "recommended.strength")
+
+
+# --------------------------------------------------------------------- 5. random bytes vs a pickle payload
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a torch file at all", bytes(range(7, 256)) * 4, b"\x00" * 64], ids=["text", "random", "zeros"]
+)
+def test_random_bytes_are_not_a_torch_file_not_a_pickle_payload(tmp_path, content):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(VectorFileError, match=r"junk\.pt: not a torch file \(it starts with bytes [0-9a-f ]+, neither"):
+        load_vector(path)
+
+
+def test_bytes_that_only_look_like_torch_are_corrupt_not_a_payload(tmp_path):
+    """A zip or pickle magic number followed by garbage: damaged, and said so (not 'a pickle payload')."""
+    for name, content in (
+        ("zip.pt", b"PK\x03\x04" + bytes(range(256))),
+        ("pickle.pt", b"\x80\x02" + bytes(range(7, 107))),
+    ):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(VectorFileError, match=r"not a readable torch file \(truncated or corrupt\?\)") as info:
+            load_vector(path)
+        assert "pickle payload" not in str(info.value) and "weights_only" not in str(info.value)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_a_real_pickle_payload_is_still_refused(tmp_path, legacy):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pt"
+    if legacy:  # a bare pickle stream, as torch wrote before 1.6 (starts with b"\x80")
+        evil.write_bytes(pickle.dumps({1: Payload(marker)}, protocol=2))
+    else:  # torch.save's zip archive (starts with b"PK\x03\x04")
+        torch.save({1: torch.ones(64), 2: Payload(marker)}, evil)
+    with pytest.raises(VectorFileError, match=r"refused — .*a pickle payload could run code"):
+        load_vector(evil)
+    assert not marker.exists()
+
+
+def test_a_legacy_torch_file_still_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({1: torch.ones(64), 2: -torch.ones(64)}, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_vector(path).layers == [1, 2]
+
+
+# --------------------------------------------------------------------------------------- 6. temporary files
+
+
+def test_users_own_tmp_files_survive_every_write(tmp_path, capsys):
+    """A user's mine.pt.tmp, mine.json.tmp, mine.gguf.tmp and mine.safetensors.tmp beside the outputs survive a
+    save, an export (CLI too), an overwrite and a failed write; no temporary of ours is left."""
+    own = {
+        tmp_path / f"mine.{suffix}.tmp": f"user {suffix}".encode() for suffix in ("pt", "json", "gguf", "safetensors")
+    }
+    for path, data in own.items():
+        path.write_bytes(data)
+    pt = save_vector(unit_vector(), tmp_path / "mine.pt")
+    save_vector(unit_vector(seed=1), pt, overwrite=True)
+    export_vector(pt, "gguf", tmp_path / "mine.gguf")
+    rc, _, err = run_main(
+        ["export", str(pt), "--format", "safetensors", "--out", str(tmp_path / "mine.safetensors")], capsys
+    )
+    assert rc == 0, err
+    with pytest.raises(VectorFileError):  # a failed save (NaN) writes nothing
+        save_vector(nan_vector(), pt, overwrite=True)
+    for path, data in own.items():
+        assert path.read_bytes() == data, path.name
+    ours = [p.name for p in temp_files_left(tmp_path) if p not in own]
+    assert ours == []

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from steering.catalog import UPLOAD_PREFIX, VectorCatalog, preferred_vector
+from steering.catalog import EXTRACT_PREFIX, UPLOAD_PREFIX, VectorCatalog, preferred_vector
 from steering.vector_files import load_vector, save_vector
 from steering.vectors import SteeringVector, VectorFileError
 
@@ -148,3 +148,76 @@ def test_discard_removes_only_folders_the_catalog_made(catalog, tiny_qwen2, tmp_
     catalog.discard(None)  # a session that never uploaded
     catalog.close()
     assert not Path(mine[0]).parent.exists() and Path(other[0]).exists()
+
+
+# ------------------------------------------------------------------------------------------ a session's own vectors
+
+
+def extract_into(catalog: VectorCatalog, name: str) -> str:
+    """What the app's Extract tab does: a new own folder, the vector saved there."""
+    return str(save_vector(unit_vector(), catalog.extraction_path(name)))
+
+
+def test_an_extraction_is_listed_and_opened_only_for_its_session(catalog, tiny_qwen2, uploads_tmp):
+    mine = extract_into(catalog, "../../mine")
+    assert Path(mine).parent.parent == uploads_tmp and Path(mine).parent.name.startswith(EXTRACT_PREFIX)
+    assert Path(mine).name == "mine.pt"  # the name is cleaned: never outside its folder
+    listing = catalog.listing(tiny_qwen2, [mine], selected=mine)
+    assert ("✎ mine.pt (this session)", mine) in listing.choices and listing.value == mine
+    assert mine not in [path for _, path in catalog.listing(tiny_qwen2, []).choices]  # another session
+    with pytest.raises(ValueError, match="unknown vector"):
+        catalog.open(mine, [])
+    assert catalog.open(mine, [mine]).layers == [1, 2]
+    assert list(catalog.folder.glob("mine*")) == []  # the shared folder never saw it
+    catalog.discard([mine])
+    assert list(uploads_tmp.iterdir()) == []
+
+
+def test_open_refuses_paths_outside_the_folder_the_same_way_whether_or_not_they_exist(catalog, tmp_path):
+    messages = []
+    for path in (
+        "/etc/passwd",
+        "/no/such/file.pt",
+        str(catalog.folder / ".." / "outside.pt"),
+        str(catalog.folder / "notes.txt"),
+    ):
+        with pytest.raises(ValueError, match="unknown vector") as info:
+            catalog.open(path, [])
+        messages.append(str(info.value).replace(repr(path), "PATH"))
+    assert len(set(messages)) == 1
+    with pytest.raises(ValueError, match="unknown vector"):
+        catalog.open(["not", "a", "path"], [])
+
+
+def test_own_folders_expire_after_the_ttl(tmp_path, tiny_qwen2, uploads_tmp):
+    import time
+
+    catalog = VectorCatalog(tmp_path / "vectors", ttl_s=60)
+    old = extract_into(catalog, "old")
+    catalog._own_dirs[Path(old).parent] -= 61  # made 61 s ago
+    new = extract_into(catalog, "new")  # a new folder runs the expiry
+    assert not Path(old).exists() and Path(new).exists()
+    assert catalog.listing(tiny_qwen2, [old, new]).choices == [("✎ new.pt (this session)", new)]  # gone from the list
+    assert catalog.expire(time.time() + 61) == [Path(new).parent] and list(uploads_tmp.iterdir()) == []
+
+
+def test_close_removes_every_own_folder(tmp_path, tiny_qwen2, uploads_tmp):
+    catalog = VectorCatalog(tmp_path / "vectors")
+    extract_into(catalog, "a")
+    catalog.add_uploads([upload_file(tmp_path, "b.pt")], tiny_qwen2)
+    assert len(list(uploads_tmp.iterdir())) == 2
+    catalog.close()
+    assert list(uploads_tmp.iterdir()) == []
+
+
+def test_publish_copies_an_own_vector_into_the_shared_folder_without_clobbering(catalog, tiny_qwen2, uploads_tmp):
+    mine = extract_into(catalog, "fits")  # the shared folder already has fits.pt
+    before = (catalog.folder / "fits.pt").read_bytes()
+    shared = catalog.publish(mine, [mine])
+    assert shared == catalog.folder / "fits-2.pt" and shared.with_suffix(".json").exists()
+    assert (catalog.folder / "fits.pt").read_bytes() == before
+    assert catalog.open(str(shared), []).calibrated  # every session sees it now
+    for bad, own in ((str(catalog.folder / "fits.pt"), []), ("/etc/passwd", []), (None, [mine])):
+        with pytest.raises(ValueError, match="your own vectors"):
+            catalog.publish(bad, own)
+    assert not list(catalog.folder.glob(".*.tmp"))

@@ -206,3 +206,37 @@ def test_stream_turn_closed_early_removes_its_hooks(tiny_qwen2):
     next(stream)
     stream.close()
     assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_a_message_over_the_limit_is_refused_before_tokenizing():
+    """A 3 MB message is refused by its length alone (the app passes generate.max_message_chars)."""
+    huge = "あ" * 3_000_000
+    with pytest.raises(ValueError, match=r"3,000,000 characters, over the 131,072-character limit"):
+        Turn.start(None, huge, max_chars=131_072)
+    assert Turn.start(None, "hi", max_chars=2).message == "hi"
+    assert Turn.start(None, huge).message == huge  # no limit given: the library's own check applies later
+
+
+@pytest.mark.parametrize("layers", ["0-100000000", "-100000000--1", "5,0-99999999999999"])
+def test_a_huge_layer_range_is_refused_at_once(layers):
+    import time
+
+    vector = SteeringVector({1: torch.ones(64) / 8, 2: torch.ones(64) / 8}, {}, {})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="out of range: the model has 4 layers"):
+        column_steering(vector, 4, layers, 1.0, "raw", "all")
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ((math.nan, 0.0, 0), "max_new_tokens must be a whole number, got nan"),
+        ((8, 0.0, 1e30), "seed must be at most 2\\*\\*63 - 1"),
+        ((8, math.inf, 0), "temperature must be a finite number"),
+        ((2.5, 0.0, 0), "max_new_tokens must be a whole number"),
+    ],
+)
+def test_decoding_refuses_what_is_not_a_setting(values, match):
+    with pytest.raises(ValueError, match=match):
+        decoding(*values)

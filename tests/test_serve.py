@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering.serve import DEFAULT_PORT, MONO_FONTS, SYSTEM_FONTS, server_args
+from steering.serve import DEFAULT_PORT, MONO_FONTS, SYSTEM_FONTS, env_flag, server_args, trusted_host
 
 
 def test_defaults_without_flags_or_environment():
@@ -35,3 +35,29 @@ def test_a_bad_port_is_refused():
 def test_fonts_are_system_fonts_only():
     assert SYSTEM_FONTS[-1] == "sans-serif" and MONO_FONTS[-1] == "monospace"
     assert {"Hiragino Sans", "Noto Sans CJK JP", "Yu Gothic"} <= set(SYSTEM_FONTS)  # Japanese text everywhere
+
+
+@pytest.mark.parametrize(
+    "argv, env, any_model, shared_saves",
+    [
+        ([], {}, True, True),  # 127.0.0.1: only this machine reaches it
+        (["--host", "localhost"], {}, True, True),
+        (["--host", "::1"], {}, True, True),
+        (["--share"], {}, False, False),  # a public gradio.live link: not local any more
+        (["--host", "0.0.0.0"], {}, False, False),
+        ([], {"SPACE_ID": "someone/studio"}, False, False),  # Spaces binds 0.0.0.0
+        (["--host", "0.0.0.0", "--allow-any-model"], {}, True, False),
+        (["--host", "0.0.0.0", "--allow-shared-saves"], {}, False, True),
+        (["--host", "0.0.0.0"], {"STEERING_ALLOW_ANY_MODEL": "1", "STEERING_ALLOW_SHARED_SAVES": "yes"}, True, True),
+        (["--host", "0.0.0.0"], {"STEERING_ALLOW_ANY_MODEL": "0", "STEERING_ALLOW_SHARED_SAVES": ""}, False, False),
+    ],
+)
+def test_what_visitors_may_do_follows_the_host_and_the_operator(argv, env, any_model, shared_saves):
+    args = server_args(argv, env)
+    assert (args.allow_any_model, args.allow_shared_saves) == (any_model, shared_saves)
+
+
+def test_trusted_host_and_env_flag():
+    assert trusted_host("127.0.0.1") and trusted_host("LOCALHOST") and trusted_host("[::1]")
+    assert not trusted_host("127.0.0.1", share=True) and not trusted_host("0.0.0.0") and not trusted_host(None)
+    assert env_flag({"X": " True "}, "X") and not env_flag({"X": "no"}, "X") and not env_flag({}, "X")

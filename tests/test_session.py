@@ -13,7 +13,7 @@ import pytest
 
 from steering import session as session_module
 from steering.models import ModelLoadError
-from steering.session import ModelSession, model_status
+from steering.session import ModelNotAllowed, ModelPolicy, ModelSession, model_status
 
 
 @pytest.fixture
@@ -163,3 +163,39 @@ def test_the_real_bundled_model_survives_a_missing_path(tmp_path):
     with pytest.raises(ModelLoadError, match="not found"):
         shared.load(str(tmp_path / "no-such-model.gguf"))
     assert shared.loaded is loaded
+
+
+# ------------------------------------------------------------------------------------------ who may switch the model
+
+
+def test_a_public_server_offers_only_the_presets_and_its_start_up_model(tmp_path):
+    policy = ModelPolicy(allow_any=False, started_with="/srv/models/house-model")
+    for spec in ("bundled", " Qwen/Qwen2.5-0.5B-Instruct ", "/srv/models/house-model", "", None):
+        assert policy.check(spec) == (str(spec or "").strip() or "bundled")
+    assert policy.allowed[-1] == "/srv/models/house-model" and policy.choices[-1][0].endswith("(started with)")
+    assert ModelPolicy().allowed == [spec for _, spec in ModelPolicy().presets]  # no start-up model: presets only
+
+
+def test_a_refused_spec_gets_one_message_that_reveals_nothing(tmp_path):
+    """An existing folder, a missing one, a .gguf, a hub id: the same words, which name none of them."""
+    policy = ModelPolicy(allow_any=False)
+    real = tmp_path / "real-model"
+    real.mkdir()
+    (real / "config.json").write_text("{}", encoding="utf-8")
+    specs = ["/etc", str(real), str(tmp_path / "missing"), str(tmp_path / "x.gguf"), "someone/random-model-123"]
+    messages = set()
+    for spec in specs:
+        with pytest.raises(ModelNotAllowed) as info:
+            policy.check(spec)
+        messages.add(str(info.value))
+        assert spec not in str(info.value)
+    assert len(messages) == 1
+    (message,) = messages
+    assert "--allow-any-model" in message and "bundled" in message and "not found" not in message
+    assert issubclass(ModelNotAllowed, ValueError)
+
+
+def test_allow_any_lets_any_spec_through_to_the_loader(tmp_path):
+    policy = ModelPolicy(allow_any=True)
+    assert policy.check(str(tmp_path / "anything")) == str(tmp_path / "anything")
+    assert policy.check("someone/any-model") == "someone/any-model"

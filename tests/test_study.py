@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from steering.study import STUDY_LENGTHS, StudyPlan, run_study, split_prompts, study_json, study_markdown, target_checks
 from steering.vectors import SteeringVector
+from tests.helpers import random_steering_vector
 
 PROMPTS = [f"Question number {i}: what do you think about cats and dogs?" for i in range(12)]
 
 
 @pytest.fixture
 def vector() -> SteeringVector:
-    gen = torch.Generator().manual_seed(2)
-    directions = {layer: torch.nn.functional.normalize(torch.randn(64, generator=gen), dim=0) for layer in (1, 2)}
-    stats = {
-        layer: {"mean_diff_norm": 3.0, "residual_norm": 10.0, "gyaru_projection": 2.0, "baseline_projection": -1.0}
-        for layer in (1, 2)
-    }
-    return SteeringVector(directions, {"model": "tiny-qwen2", "lang": "en"}, stats)
+    return random_steering_vector(seed=2, lang="en")
 
 
 def test_dev_and_test_prompts_never_overlap_and_cover_the_list():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from steering.generate import GenerationSettings, generate_rows
 from steering.steer import Steering
@@ -18,19 +17,14 @@ from steering.sweep import (
     sweep,
 )
 from steering.vectors import SteeringVector
+from tests.helpers import random_steering_vector
 
 PROMPTS = ["Hi! How are you today?", "What should I cook tonight?"]
 
 
 @pytest.fixture
 def vector() -> SteeringVector:
-    gen = torch.Generator().manual_seed(1)
-    directions = {layer: torch.nn.functional.normalize(torch.randn(64, generator=gen), dim=0) for layer in (1, 2)}
-    stats = {
-        layer: {"mean_diff_norm": 3.0, "residual_norm": 10.0, "gyaru_projection": 2.0, "baseline_projection": -1.0}
-        for layer in (1, 2)
-    }
-    return SteeringVector(directions, {"model": "tiny-qwen2"}, stats)
+    return random_steering_vector(seed=1)
 
 
 def conversations():

@@ -145,3 +145,30 @@ def test_picked_and_best_settings_and_the_other_vector_notice():
             best_setting(nothing)
     with pytest.raises(ValueError, match="no recommended cell"):
         best_setting(SweepPicks.of(cells, None, "v.pt"))
+
+
+@pytest.mark.parametrize(
+    "layer_options", ["0-100000000", "1-2 0-100000000", "-100000000--1", "1,2,0-99999999999999999999"]
+)
+def test_a_huge_layer_range_is_refused_at_once(layer_options):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="out of range"):
+        sweep_grid(make_vector(), layer_options, "0,1", NUM_LAYERS)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "n_prompts, tokens, penalty, message",
+    [
+        (float("nan"), 4, 1.0, "prompts must be a whole number"),
+        (2, float("nan"), 1.0, "max new tokens must be a whole number"),
+        (2, 0, 1.0, "max new tokens must be at least 1"),
+        (2, 4, float("nan"), "repetition penalty must be a finite number"),
+    ],
+)
+def test_a_grid_refuses_counts_that_are_not_numbers_before_running(tiny_qwen2, n_prompts, tokens, penalty, message):
+    grid = SweepGrid(["1-2"], [0.0, 1.0])
+    with pytest.raises(ValueError, match=message):
+        grid.run(tiny_qwen2, make_vector(), n_prompts, max_new_tokens=tokens, repetition_penalty=penalty)

@@ -101,3 +101,24 @@ def test_defaults_for_a_bare_vector_use_the_raw_scale_and_the_models_language():
         defaults.setting.scale == "raw" and defaults.sweep_scale == "raw" and defaults.sweep_strengths == "0,4,8,12,16"
     )
     assert defaults.prompts == load_prompts("ja")
+
+
+def test_extraction_options_check_the_layer_range_before_anything_is_read():
+    """'0-100000000' is refused from its ends, at once: no list of a hundred million layers is ever built."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="layer 100000000 is out of range: the model has 30 layers"):
+        extraction_options(
+            "upload", "/no/such/file.jsonl", "gyaru-vs-standard", 10, "0-100000000", "mean_diff", "mean", 30
+        )
+    assert time.perf_counter() - start < 0.5
+    assert (
+        extraction_options("ja", None, "gyaru-vs-standard", 10, "-3--1", "mean_diff", "mean", 30)["layers"] == "-3--1"
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 2.5, float("inf"), -4])
+def test_extraction_options_refuse_a_max_pairs_that_is_not_a_count(bad):
+    with pytest.raises(ValueError, match="max pairs must be"):
+        extraction_options("ja", None, "gyaru-vs-standard", bad, "", "mean_diff", "mean")
