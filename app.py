@@ -401,7 +401,8 @@ def extract_tab(ui: SimpleNamespace) -> None:
     download = gr.File(label="ダウンロード / Download", file_count="multiple", interactive=False)
     gr.Markdown(
         "抽出したベクトルはこのセッションだけのもの(閉じると消えます)。 / Your extracted vectors and uploads are "
-        "listed only to you and removed when your session ends (at most 24 h): download what you want to keep.",
+        f"listed only to you and removed when your session ends (at most {SESSION_TTL_S // 3600} h): download what "
+        "you want to keep.",
         elem_id="extract-lifetime",
     )
     label = "共有フォルダに保存 / Save the selected vector to the shared vectors folder"
@@ -552,6 +553,11 @@ demo = build_demo()
 def main(argv: list[str] | None = None) -> None:
     global POLICY, SHARED_SAVES
     args = server_args(argv)
+    try:  # /v1 on an address others can reach needs a key (a Space without one serves only the page)
+        serve_api, api_key = api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space)
+    except ApiKeyRequired as exc:
+        raise SystemExit(f"error: {exc}") from None
+    API.api_key = api_key
     POLICY = ModelPolicy(args.allow_any_model, args.model)
     SHARED_SAVES = args.allow_shared_saves
     LOG.warning(
@@ -559,10 +565,6 @@ def main(argv: list[str] | None = None) -> None:
         "any model" if POLICY.allow_any else "only " + ", ".join(POLICY.allowed),
         "on" if SHARED_SAVES else "off",
     )
-    try:  # /v1 on an address others can reach needs a key (a Space without one serves only the page)
-        serve_api, API.api_key = api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space)
-    except ApiKeyRequired as exc:
-        raise SystemExit(f"error: {exc}") from None
     LOG.warning("OpenAI-compatible API at /v1: %s", ("key required" if API.api_key else "open") if serve_api else "off")
     if args.model:
         HOLDER.load(args.model)

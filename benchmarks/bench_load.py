@@ -49,6 +49,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def text_of(message: dict) -> str:
+    """A chatbot message's text (gradio sends content as a string or as a list of typed parts)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
 def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> float | None:
     """One Chat-tab request over gradio's call API; returns the seconds to the first update with reply text."""
     data = [prompt, vector_path, LAYERS, STRENGTH, "calibrated", "all", tokens, 0.0, 0, 1.0, "add", 0]
@@ -66,7 +74,7 @@ def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> flo
                     raise RuntimeError(f"/chat failed: {line}")
                 if event == "generating" and first is None:
                     plain, steered = json.loads(line[len("data: ") :])[:2]
-                    if any(m and m[-1]["content"] not in ("", "…") for m in (plain, steered)):
+                    if any(m and text_of(m[-1]) not in ("", "…") for m in (plain, steered)):
                         first = time.perf_counter() - t0
                 if event == "complete":
                     break

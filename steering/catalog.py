@@ -6,8 +6,9 @@ Own files live in the server's temporary directory, one folder per upload or ext
 sidecar beside it), and are listed and opened only for the session that holds their paths. The catalog remembers
 each folder it made and removes it when it is no longer needed: at once when nothing in an upload fits or an
 extraction fails, when the user's session is discarded (`discard`), `ttl_s` seconds after it was made at the latest
-(`expire`, run on every new folder and listing), or when the catalog is closed (process exit). `publish` copies an
-own vector into the shared folder, for servers that allow it.
+(`expire`, run on every new folder and listing), or when the catalog is closed (process exit). Folders an earlier
+run left behind (a killed server) go with the first new folder once they are older than `ttl_s`. `publish` copies
+an own vector into the shared folder, for servers that allow it.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class VectorCatalog:
         self.scratch = Path(scratch) if scratch is not None else None  # None: the system's temporary directory
         self._own_dirs: dict[Path, float] = {}  # folder -> when it was made (time.time())
         self._lock = threading.Lock()  # uploads, extractions and discards come from many request threads
+        self._swept_leftovers = False
 
     # ------------------------------------------------------------------ listing and opening
 
@@ -144,6 +146,9 @@ class VectorCatalog:
         self.expire()
         if self.scratch is not None:
             self.scratch.mkdir(parents=True, exist_ok=True)
+        if not self._swept_leftovers:
+            self._swept_leftovers = True
+            self.remove_leftovers()
         folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch))
         with self._lock:
             self._own_dirs[folder] = time.time()
@@ -211,6 +216,29 @@ class VectorCatalog:
         with self._lock:
             old = [folder for folder, made in self._own_dirs.items() if now - made > self.ttl_s]
         self._drop(old)
+        return old
+
+    def remove_leftovers(self, now: float | None = None) -> list[Path]:
+        """Remove own-file folders (by their prefixes) in the scratch directory that no catalog of this process made
+        and that were last changed more than ttl_s ago: what a killed server left behind."""
+        now = time.time() if now is None else now
+        root = self.scratch if self.scratch is not None else Path(tempfile.gettempdir())
+        with self._lock:
+            mine = set(self._own_dirs)
+        old = []
+        for folder in root.glob("gyaru-*"):
+            try:
+                stale = now - folder.stat().st_mtime > self.ttl_s
+            except OSError:
+                continue
+            if (
+                folder.name.startswith((UPLOAD_PREFIX, EXTRACT_PREFIX))
+                and folder.is_dir()
+                and stale
+                and folder not in mine
+            ):
+                shutil.rmtree(folder, ignore_errors=True)
+                old.append(folder)
         return old
 
     def close(self) -> None:

@@ -114,7 +114,8 @@ class _RowState:
         self.prompt, self.plan, self.settings = prompt, plan, settings
         self.stops, self.min_new = stops, min_new
         self.sampled = settings.temperature > 0
-        self.generator: torch.Generator | None = None
+        self.seed: int | None = None
+        self.generator: torch.Generator | None = None  # made on the device of the logits it samples
         self.decoder: Utf8SafeDecoder | None = None
         self.text = ""  # what the caller may see
         self.count = 0  # generated tokens (without the end-of-sequence token)
@@ -123,8 +124,7 @@ class _RowState:
     def start(self, loaded: LoadedModel) -> None:
         self.decoder = Utf8SafeDecoder(loaded.tokenizer)
         if self.sampled:
-            seed = self.settings.seed if self.settings.seed is not None else secrets.randbits(63)
-            self.generator = torch.Generator(device=loaded.device).manual_seed(seed)
+            self.seed = self.settings.seed if self.settings.seed is not None else secrets.randbits(63)
 
     def push(self, token: int) -> None:
         self.decoder.push(token)
@@ -300,19 +300,17 @@ class Ticket:
 class _RowLogits:
     """Per-row decoding inside one generate call (see the module docstring); a transformers logits processor."""
 
-    def __init__(self, rows: list[_RowState], width: int, stop_ids: list[int], device):
-        self.rows, self.width = rows, width
-        self.stop_ids = torch.tensor(stop_ids, device=device)
+    def __init__(self, rows: list[_RowState], width: int, stop_ids: list[int]):
+        self.rows, self.width, self.stop_ids = rows, width, list(stop_ids)
         self.pads = [width - len(r.prompt.input_ids) for r in rows]
         self.penalized = [i for i, r in enumerate(rows) if r.settings.repetition_penalty != 1.0]
-        self.penalties = torch.tensor(
-            [[rows[i].settings.repetition_penalty] for i in self.penalized], dtype=torch.float32, device=device
-        )
+        self.penalties = torch.tensor([[rows[i].settings.repetition_penalty] for i in self.penalized])
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.shape[1] - self.width
         if self.penalized:  # as transformers' RepetitionPenaltyLogitsProcessor, over each row's own tokens only
             idx = torch.tensor(self.penalized, device=scores.device)
+            self.penalties = self.penalties.to(scores.device)  # (logits may sit on another GPU than the model's first)
             vocab = scores.shape[-1]
             ids = input_ids[idx].clamp(max=vocab)  # ids past the LM head's vocabulary go to a dropped extra column
             for j, i in enumerate(self.penalized):
@@ -345,6 +343,8 @@ class _RowLogits:
             remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
             remove[-1:] = False
             scores = scores.masked_fill(remove.scatter(0, order, remove), -math.inf)
+        if row.generator is None or row.generator.device != scores.device:
+            row.generator = torch.Generator(device=scores.device).manual_seed(row.seed)
         token = torch.multinomial(scores.softmax(dim=-1), 1, generator=row.generator)
         return torch.full_like(scores, -math.inf).index_fill_(0, token, 0.0)
 
@@ -404,7 +404,7 @@ def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
             repetition_penalty=1.0,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            logits_processor=LogitsProcessorList([_RowLogits(rows, width, stop_ids, loaded.device)]),
+            logits_processor=LogitsProcessorList([_RowLogits(rows, width, stop_ids)]),
             stopping_criteria=StoppingCriteriaList([driver]),
         )
         with row_steer(loaded, [r.plan for r in rows]), torch.inference_mode():
@@ -518,9 +518,10 @@ class Scheduler:
 
     def _take(self) -> list[Ticket]:
         """The next batch (under the lock): waiting requests in order that share the first one's model and fit
-        max_batch_rows; cancelled ones are dropped."""
+        max_batch_rows; cancelled ones are dropped. A request is also left for a later batch when the batch's longest
+        prompt plus its longest reply would pass the model's context (every row runs until the batch ends)."""
         batch: list[Ticket] = []
-        rows = 0
+        rows = width = new = 0
         keep: deque[Ticket] = deque()
         while self._queue:
             ticket = self._queue.popleft()
@@ -535,8 +536,12 @@ class Scheduler:
                 keep.extend(self._queue)
                 self._queue.clear()
                 break
+            t_width, t_new = max(ticket.prompt_tokens), max(r.settings.max_new_tokens for r in ticket._rows)
+            if batch and max(width, t_width) + max(new, t_new) > ticket.loaded.context_length:
+                keep.append(ticket)
+                continue
             batch.append(ticket)
-            rows += len(ticket)
+            rows, width, new = rows + len(ticket), max(width, t_width), max(new, t_new)
         self._queue = keep
         return batch
 

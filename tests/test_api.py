@@ -415,3 +415,45 @@ def test_the_app_serves_the_api_on_its_own_port(app_url):
     assert steered.choices[0].message.content != plain.choices[0].message.content
     assert steered.model_extra["steering"]["layers"] == "12-16"
     assert torch.is_grad_enabled()  # the worker's inference mode never leaks into the test thread
+
+
+def test_the_command_line_and_environment_give_the_key():
+    from steering.serve import server_args
+
+    args = server_args([], {})
+    assert (args.api_key, args.no_api, args.on_space) == (None, False, False)
+    assert server_args(["--api-key", "k1"], {"STEERING_API_KEY": "k2"}).api_key == "k1"
+    assert server_args([], {"STEERING_API_KEY": "k2"}).api_key == "k2"
+    args = server_args(["--no-api"], {"SPACE_ID": "someone/studio"})
+    assert args.no_api and args.on_space and args.host == "0.0.0.0"
+    assert api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space) == (False, None)
+
+
+def test_the_library_side_imports_no_gradio(cli_env):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, steering.api, steering.scheduler, steering.row_steer, steering.chat; "
+        "assert 'gradio' not in sys.modules, 'gradio was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=cli_env, timeout=120)
+
+
+def test_the_app_refuses_an_open_api_on_a_reachable_address(monkeypatch):
+    app = pytest.importorskip("app")
+    monkeypatch.delenv("STEERING_API_KEY", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("STEERING_MODEL", raising=False)
+    for name in ("POLICY", "SHARED_SAVES"):  # main() sets them: put them back afterwards
+        monkeypatch.setattr(app, name, getattr(app, name))
+    monkeypatch.setattr(app.API, "api_key", app.API.api_key)
+    launched = []
+    monkeypatch.setattr(app.demo, "launch", lambda *a, **k: launched.append(k))
+    with pytest.raises(SystemExit, match="--api-key KEY"):
+        app.main(["--host", "0.0.0.0"])
+    assert not launched and app.API.api_key is None
+    app.main(["--host", "0.0.0.0", "--no-api"])
+    assert launched[-1]["app_kwargs"] is None  # the page only
+    app.main(["--host", "127.0.0.1"])
+    assert launched[-1]["app_kwargs"] == {"routes": app.API.routes} and app.API.api_key is None

@@ -221,3 +221,18 @@ def test_publish_copies_an_own_vector_into_the_shared_folder_without_clobbering(
         with pytest.raises(ValueError, match="your own vectors"):
             catalog.publish(bad, own)
     assert not list(catalog.folder.glob(".*.tmp"))
+
+
+def test_folders_a_killed_server_left_behind_go_once_older_than_the_ttl(tmp_path, uploads_tmp):
+    import time
+
+    stale, fresh = uploads_tmp / f"{EXTRACT_PREFIX}old", uploads_tmp / f"{UPLOAD_PREFIX}new"
+    unrelated = uploads_tmp / "someone-elses-old-folder"
+    for folder in (stale, fresh, unrelated):
+        folder.mkdir()
+    long_ago = time.time() - 2 * 3600
+    for folder in (stale, unrelated):
+        os.utime(folder, (long_ago, long_ago))
+    catalog = VectorCatalog(tmp_path / "vectors", ttl_s=3600)
+    made = extract_into(catalog, "x")  # the first new folder sweeps
+    assert not stale.exists() and fresh.exists() and unrelated.exists() and Path(made).exists()

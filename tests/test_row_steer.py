@@ -207,3 +207,13 @@ def test_bundled_mixed_batch_equals_solo_runs(bundled):
         assert text == solo(bundled, conversation, steering, settings)
     assert batch.texts[0] != batch.texts[1]
     assert hooks_left(bundled.model) == 0
+
+
+def test_bf16_mixed_batch_equals_solo_runs(make_tiny, vectors):
+    """The pushes are computed in the model's own dtype exactly as steer.py computes them."""
+    model = make_tiny("qwen2", name="tiny-qwen2-bf16", dtype=torch.bfloat16)
+    rows = mixed_rows(vectors)
+    batch = generate_mixed(model, CONVERSATIONS, rows, GREEDY)
+    for conversation, steering, text in zip(CONVERSATIONS, rows, batch.texts):
+        assert text == solo(model, conversation, steering)
+    assert hooks_left(model.model) == 0

@@ -165,6 +165,7 @@ def test_stream_grows_and_stop_strings_cut_the_reply(tiny_qwen2, scheduler):
     frames = list(scheduler.submit(tiny_qwen2, [row]).stream(timeout=WAIT))
     assert frames[-1] == [full]
     assert all(b[0].startswith(a[0]) for a, b in zip(frames, frames[1:]))  # append-only
+    assert not any(f[0].endswith("\ufffd") for f in frames[:-1])  # never half a character while streaming
     stop = full[len(full) // 2 : len(full) // 2 + 4]
     cut = full[: full.find(stop)]
     ticket = scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[1], None, greedy(16), stop=[stop, "never-there"])])
@@ -245,3 +246,21 @@ def test_the_chat_columns_through_the_scheduler_match_their_own_generate_call(
     views.close()
     assert tickets[0].result(timeout=WAIT).finished == ["cancelled", "cancelled"]
     assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_a_batch_never_runs_past_the_context(tiny_qwen2):
+    """A long prompt with a short reply and a short prompt with a long reply fit alone, not together (512 tokens)."""
+    scheduler = Scheduler(max_batch_rows=8, max_queue=8, gather_seconds=0.0)
+    try:
+        long_prompt = [{"role": "user", "content": "word " * 380}]
+        running = scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[1], None, greedy(300))])
+        next(iter(running.updates(timeout=WAIT)))  # the worker is busy: the next two wait together
+        a = scheduler.submit(tiny_qwen2, [Row(long_prompt, None, greedy(8))])
+        b = scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[0], None, greedy(200))])
+        running.cancel()
+        assert a.result(timeout=WAIT).finished[0] in ("stop", "length")
+        assert b.result(timeout=WAIT).finished[0] in ("stop", "length")
+        assert a.prompt_tokens[0] + 200 > tiny_qwen2.context_length
+        assert list(scheduler.stats.recent_batches)[-2:] == [1, 1]  # two batches, not one
+    finally:
+        scheduler.close()
