@@ -7,13 +7,11 @@ it takes every waiting request that fits (up to `max_batch_rows` rows, first com
 rows in one `model.generate` call, with row_steer.py's per-row hooks. Requests that arrive while a batch runs wait
 for the next batch; more than `max_queue` waiting requests is `SchedulerBusy` ("busy, try again").
 
-Decoding is per row inside that one call: a logits processor applies each row's repetition penalty (over the row's
-own tokens, never its padding), its minimum length, and, for sampled rows, its temperature / top-k / top-p and a
-draw from the row's own seeded generator (the chosen token is left as the only candidate, so generate's greedy
-pick takes it). So requests with different decoding settings share a batch; greedy rows give exactly their solo
-`generate_rows` reply, and a seeded sampled row gives the same reply whatever else shares its batch (not the same
-draw as generate_rows' global-RNG sampling). A stopping criterion follows each row: its own max_new_tokens, end of
-sequence, stop strings, and cancellation; when every row of a batch is done the batch stops.
+Decoding is per row inside that one call (row_decode.py): each row's repetition penalty, minimum length,
+temperature / top-k / top-p and seeded draw, so requests with different decoding settings share a batch; greedy
+rows give exactly their solo `generate_rows` reply, and a seeded sampled row gives the same reply whatever else
+shares its batch (not the same draw as generate_rows' global-RNG sampling). Each row ends on its own
+max_new_tokens, end of sequence, stop strings or cancellation; when every row of a batch is done the batch stops.
 
 Each caller reads only its own rows (`Ticket.updates`/`stream`/`aupdates`/`result`), decoded incrementally with
 generate.Utf8SafeDecoder (never half a character) and with text that might begin a stop string held back. A caller
@@ -24,24 +22,32 @@ keep their slot until the batch ends (generate does not shrink a batch), computi
 from __future__ import annotations
 
 import asyncio
-import math
-import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from .checks import check_int
-from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, _batch_inputs, prepare_prompt
+from .generate import GenerationSettings, prepare_prompt
 from .models import LoadedModel
-from .row_steer import RowPlan, plan_row, row_steer
+from .row_decode import CANCELLED, LENGTH, STOP, RowState, check_stops, run_batch
+from .row_steer import plan_row
 from .steer import Steering
 
-STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"  # why a row ended (OpenAI's finish_reason for the first two)
-MAX_STOP_STRINGS, MAX_STOP_CHARS = 8, 200
+__all__ = [
+    "CANCELLED",
+    "LENGTH",
+    "STOP",
+    "Row",
+    "Scheduler",
+    "SchedulerBusy",
+    "SchedulerClosed",
+    "Ticket",
+    "TicketResult",
+    "Update",
+    "run_batch",
+]
 
 
 class SchedulerBusy(RuntimeError):
@@ -84,82 +90,11 @@ class TicketResult:
     total_s: float  # submit -> its last row ended
 
 
-def _check_stops(stop) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    stops = (stop,) if isinstance(stop, str) else tuple(stop)
-    if len(stops) > MAX_STOP_STRINGS:
-        raise ValueError(f"stop: at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}")
-    for s in stops:
-        if not isinstance(s, str) or not s or len(s) > MAX_STOP_CHARS:
-            raise ValueError(f"stop: each stop string must be text of 1 to {MAX_STOP_CHARS} characters, got {s!r}")
-    return stops
-
-
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """How many characters at the end of `text` could be the start of a stop string (not shown yet)."""
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), hold, -1):
-            if text.endswith(s[:k]):
-                hold = k
-                break
-    return hold
-
-
-class _RowState:
-    """One row while it runs: its prompt, plan, decoding, decoder and progress."""
-
-    def __init__(self, prompt: PreparedPrompt, plan: RowPlan | None, settings: GenerationSettings, stops, min_new):
-        self.prompt, self.plan, self.settings = prompt, plan, settings
-        self.stops, self.min_new = stops, min_new
-        self.sampled = settings.temperature > 0
-        self.seed: int | None = None
-        self.generator: torch.Generator | None = None  # made on the device of the logits it samples
-        self.decoder: Utf8SafeDecoder | None = None
-        self.text = ""  # what the caller may see
-        self.count = 0  # generated tokens (without the end-of-sequence token)
-        self.finished: str | None = None
-
-    def start(self, loaded: LoadedModel) -> None:
-        self.decoder = Utf8SafeDecoder(loaded.tokenizer)
-        if self.sampled:
-            self.seed = self.settings.seed if self.settings.seed is not None else secrets.randbits(63)
-
-    def push(self, token: int) -> None:
-        self.decoder.push(token)
-        self.count += 1
-        self._show(final=False)
-        if self.finished is None and self.count >= self.settings.max_new_tokens:
-            self.end(LENGTH)
-
-    def _show(self, final: bool) -> None:
-        raw = self.decoder.emitted
-        if self.stops:
-            found = [i for i in (raw.find(s) for s in self.stops) if i >= 0]
-            if found:
-                self.text = raw[: min(found)]
-                self.finished = STOP
-                return
-            if not final:
-                raw = raw[: len(raw) - _held_back(raw, self.stops)]
-        self.text = raw
-
-    def end(self, reason: str) -> None:
-        if self.finished is not None:
-            return
-        if reason != CANCELLED:
-            self.decoder.flush()
-            self._show(final=True)
-        if self.finished is None:
-            self.finished = reason
-
-
 class Ticket:
     """A submitted request: read its rows' progress, cancel it, or wait for its result. Thread-safe; `aupdates`
     serves asyncio code (a web server) without holding a thread per waiting caller."""
 
-    def __init__(self, loaded: LoadedModel, rows: list[_RowState]):
+    def __init__(self, loaded: LoadedModel, rows: list[RowState]):
         self.loaded, self._rows = loaded, rows
         self.notice = next((r.prompt.notice for r in rows if r.prompt.notice), None)
         self.prompt_tokens = [len(r.prompt.input_ids) for r in rows]
@@ -297,130 +232,6 @@ class Ticket:
         self._publish(error=error)
 
 
-class _RowLogits:
-    """Per-row decoding inside one generate call (see the module docstring); a transformers logits processor."""
-
-    def __init__(self, rows: list[_RowState], width: int, stop_ids: list[int]):
-        self.rows, self.width, self.stop_ids = rows, width, list(stop_ids)
-        self.pads = [width - len(r.prompt.input_ids) for r in rows]
-        self.penalized = [i for i, r in enumerate(rows) if r.settings.repetition_penalty != 1.0]
-        self.penalties = torch.tensor([[rows[i].settings.repetition_penalty] for i in self.penalized])
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        step = input_ids.shape[1] - self.width
-        if self.penalized:  # as transformers' RepetitionPenaltyLogitsProcessor, over each row's own tokens only
-            idx = torch.tensor(self.penalized, device=scores.device)
-            self.penalties = self.penalties.to(scores.device)  # (logits may sit on another GPU than the model's first)
-            vocab = scores.shape[-1]
-            ids = input_ids[idx].clamp(max=vocab)  # ids past the LM head's vocabulary go to a dropped extra column
-            for j, i in enumerate(self.penalized):
-                if self.pads[i]:
-                    ids[j, : self.pads[i]] = ids[j, self.pads[i]]  # padding repeats a real token: no effect
-            rows = torch.nn.functional.pad(scores[idx], (0, 1))
-            picked = torch.gather(rows, 1, ids)
-            picked = torch.where(picked < 0, picked * self.penalties, picked / self.penalties)
-            scores[idx] = rows.scatter(1, ids, picked)[..., :vocab]
-        for i, row in enumerate(self.rows):
-            if row.finished is not None:
-                continue
-            if step < row.min_new:
-                scores[i, self.stop_ids] = -math.inf
-            if row.sampled:
-                scores[i] = self._sample(scores[i], row)
-        return scores
-
-    @staticmethod
-    def _sample(scores: torch.Tensor, row: _RowState) -> torch.Tensor:
-        """transformers' temperature, top-k and top-p warpers, then one draw from the row's generator; the drawn
-        token is left as the only candidate."""
-        s = row.settings
-        scores = scores / s.temperature
-        if s.top_k:
-            kth = torch.topk(scores, min(s.top_k, scores.shape[-1]))[0][-1]
-            scores = scores.masked_fill(scores < kth, -math.inf)
-        if s.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=False)
-            remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
-            remove[-1:] = False
-            scores = scores.masked_fill(remove.scatter(0, order, remove), -math.inf)
-        if row.generator is None or row.generator.device != scores.device:
-            row.generator = torch.Generator(device=scores.device).manual_seed(row.seed)
-        token = torch.multinomial(scores.softmax(dim=-1), 1, generator=row.generator)
-        return torch.full_like(scores, -math.inf).index_fill_(0, token, 0.0)
-
-
-class _RowDriver:
-    """A transformers stopping criterion that reads each step's tokens: feeds every live row's decoder, ends rows
-    (end of sequence, stop string, max_new_tokens, cancelled) and publishes to each ticket."""
-
-    def __init__(self, tickets: list[Ticket], stop_ids: set[int]):
-        self.tickets, self.stop_ids = tickets, stop_ids
-        self.rows = [(t, r) for t in tickets for r in t._rows]
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        tokens = input_ids[:, -1].tolist()
-        now = time.perf_counter()
-        for (ticket, row), token in zip(self.rows, tokens):
-            if row.finished is not None:
-                continue
-            if ticket.cancelled:
-                row.end(CANCELLED)
-            elif token in self.stop_ids:
-                row.end(STOP)
-            else:
-                row.push(token)
-        for ticket in self.tickets:
-            if ticket.done:
-                continue
-            if ticket.first_token is None:
-                ticket.first_token = now
-            ticket._publish(done=all(r.finished is not None for r in ticket._rows))
-        return torch.tensor([r.finished is not None for _, r in self.rows], device=input_ids.device)
-
-
-def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
-    """Generate every row of `tickets` in one batched call (the worker's job; callable directly, e.g. in tests).
-    Each ticket ends done, or failed with the exception generation raised."""
-    from transformers import LogitsProcessorList, StoppingCriteriaList
-
-    rows = [r for t in tickets for r in t._rows]
-    started = time.perf_counter()
-    for ticket in tickets:
-        ticket.started = started
-    try:
-        for row in rows:
-            row.start(loaded)
-        inputs = _batch_inputs(loaded, [r.prompt for r in rows])
-        tok = loaded.tokenizer
-        stop_ids = sorted({tok.eos_token_id, tok.pad_token_id} - {None})
-        width = inputs["input_ids"].shape[1]
-        driver = _RowDriver(tickets, set(stop_ids))
-        kwargs = dict(
-            max_new_tokens=max(r.settings.max_new_tokens for r in rows),
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            repetition_penalty=1.0,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            logits_processor=LogitsProcessorList([_RowLogits(rows, width, stop_ids)]),
-            stopping_criteria=StoppingCriteriaList([driver]),
-        )
-        with row_steer(loaded, [r.plan for r in rows]), torch.inference_mode():
-            loaded.model.generate(**inputs, **kwargs)
-        for row in rows:  # generate's own end (the longest max_new_tokens) without the driver's word
-            row.end(LENGTH)
-    except BaseException as exc:  # noqa: BLE001 - every caller of the batch hears it
-        for ticket in tickets:
-            ticket._fail(exc)
-        if not isinstance(exc, Exception):
-            raise
-        return
-    for ticket in tickets:
-        ticket._publish(done=True)
-
-
 @dataclass
 class SchedulerStats:
     batches: int = 0
@@ -469,10 +280,10 @@ class Scheduler:
         for row in rows:
             settings = row.settings or GenerationSettings()
             settings.check()
-            stops = _check_stops(row.stop)
+            stops = check_stops(row.stop)
             min_new = check_int(row.min_new_tokens, "min_new_tokens", minimum=0, maximum=settings.max_new_tokens)
             prompt = prepare_prompt(loaded, row.messages, settings)
-            states.append(_RowState(prompt, plan_row(loaded, row.steering), settings, stops, min_new))
+            states.append(RowState(prompt, plan_row(loaded, row.steering), settings, stops, min_new))
         return Ticket(loaded, states)
 
     def submit(self, loaded: LoadedModel, rows: Sequence[Row]) -> Ticket:

@@ -457,3 +457,25 @@ def test_the_app_refuses_an_open_api_on_a_reachable_address(monkeypatch):
     assert launched[-1]["app_kwargs"] is None  # the page only
     app.main(["--host", "127.0.0.1"])
     assert launched[-1]["app_kwargs"] == {"routes": app.API.routes} and app.API.api_key is None
+
+
+def test_an_oversized_body_is_refused(client):
+    response = client.post(
+        "/v1/chat/completions", content=b"x" * ((8 << 20) + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_client_that_gives_up_on_a_non_streamed_request_cancels_it(server, service, monkeypatch):
+    httpx = pytest.importorskip("httpx")
+    service.api_key = None
+    tickets = []
+    submit = service.scheduler.submit
+    monkeypatch.setattr(service.scheduler, "submit", lambda *a, **k: tickets.append(submit(*a, **k)) or tickets[-1])
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server}/chat/completions", json=body(max_tokens=400, min_tokens=400), timeout=0.5)
+    deadline = time.monotonic() + 30
+    while not (tickets and tickets[0].done) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result = tickets[0].result(timeout=0)
+    assert result.finished == ["cancelled"] and result.token_counts[0] < 400
