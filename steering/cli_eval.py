@@ -141,7 +141,13 @@ def _ship(vector, study, loaded, folder: Path, lang: str) -> Path:
     vector.meta.recommended = Recommended(
         **setting.__dict__,
         evidence=f"readability study (docs/evaluation.md): chosen on {len(study.dev_prompts)} dev prompts at "
-        f"{study.plan.max_new_tokens} new tokens",
+        f"{study.plan.max_new_tokens} new tokens"
+        + (
+            ""
+            if study.meets_limits
+            else "; no setting met the limits (broken ≤ 5 %, perplexity ≤ 2.5× plain): "
+            "this is the one with the most replies that are gal and readable"
+        ),
     )
     name = "gal_en" if lang == "en" else f"gyaru_{lang}"
     return save_vector(vector, folder / f"{loaded.name.lower()}_{name}.pt", overwrite=True)

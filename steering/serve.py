@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .session import ModelPolicy
 
 DEFAULT_PORT = 7860
 # System fonts only, Japanese ones included: Gradio's default theme would otherwise request web fonts.
@@ -89,3 +92,44 @@ def server_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     args.api_key = args.api_key if args.api_key is not None else env.get("STEERING_API_KEY") or None
     args.on_space = bool(env.get("SPACE_ID"))
     return args
+
+
+NO_SHARED_SAVES = (
+    "このサーバーでは共有フォルダに保存できません / this server does not save into the shared vectors folder: "
+    "your vectors stay in your session (download them instead). Its operator can allow it with "
+    "`python app.py --allow-shared-saves` (always allowed on localhost)."
+)
+
+
+@dataclass
+class ServerRules:
+    """What visitors may do to the shared server: which models they may load (a ModelPolicy), whether they may save
+    into the shared vectors folder, and the key /v1 asks for (None: open, where api_key_policy allows that)."""
+
+    policy: ModelPolicy
+    shared_saves: bool = False
+    serve_api: bool = True
+    api_key: str | None = None
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> ServerRules:
+        """Before the command line is read (or when something else launches the app): only what the environment
+        allows — the listed models, no shared saves."""
+        env = os.environ if env is None else env
+        policy = ModelPolicy(env_flag(env, "STEERING_ALLOW_ANY_MODEL"), env.get("STEERING_MODEL") or None)
+        return cls(policy, env_flag(env, "STEERING_ALLOW_SHARED_SAVES"))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServerRules:
+        """From server_args; raises ApiKeyRequired when /v1 would be open on an address others can reach."""
+        from .api import api_key_policy
+
+        serve_api, key = api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space)
+        return cls(ModelPolicy(args.allow_any_model, args.model), args.allow_shared_saves, serve_api, key)
+
+    def describe(self) -> str:
+        """One log line an operator reads at start-up."""
+        models = "any model" if self.policy.allow_any else "only " + ", ".join(self.policy.allowed)
+        api = ("key required" if self.api_key else "open") if self.serve_api else "off"
+        saves = "on" if self.shared_saves else "off"
+        return f"visitors may load {models}; shared saves {saves}; OpenAI-compatible API at /v1: {api}"

@@ -445,8 +445,7 @@ def test_the_app_refuses_an_open_api_on_a_reachable_address(monkeypatch):
     monkeypatch.delenv("STEERING_API_KEY", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.delenv("STEERING_MODEL", raising=False)
-    for name in ("POLICY", "SHARED_SAVES"):  # main() sets them: put them back afterwards
-        monkeypatch.setattr(app, name, getattr(app, name))
+    monkeypatch.setattr(app, "RULES", app.RULES)  # main() sets it: put it back afterwards
     monkeypatch.setattr(app.API, "api_key", app.API.api_key)
     launched = []
     monkeypatch.setattr(app.demo, "launch", lambda *a, **k: launched.append(k))

@@ -14,6 +14,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
+from steering.plots import SERIES  # noqa: E402
 from steering.vector_files import load_vector  # noqa: E402
 from tests.helpers import hooks_left  # noqa: E402
 
@@ -27,13 +28,13 @@ def vector_dir(tmp_path_factory):
     removed afterwards. The server runs as a public one would (only the listed models) but lets sessions save into
     the shared folder (vector_path does)."""
     from steering.catalog import VectorCatalog
+    from steering.serve import ServerRules
     from steering.session import ModelPolicy
 
     catalog = VectorCatalog(tmp_path_factory.mktemp("vectors"), scratch=tmp_path_factory.mktemp("own"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "CATALOG", catalog)
-        patch.setattr(app, "POLICY", ModelPolicy(allow_any=False))
-        patch.setattr(app, "SHARED_SAVES", True)
+        patch.setattr(app, "RULES", ServerRules(ModelPolicy(allow_any=False), shared_saves=True))
         yield catalog.folder
     catalog.close()
 
@@ -121,7 +122,7 @@ def test_extract_writes_a_loadable_vector(vector_path, vector_dir, repo_root, ur
 
 def test_layers_returns_a_figure(client, vector_path):
     path, *_ = vector_path
-    figure, note = client.predict(str(path), list(app.SERIES)[:3], api_name="/layers")
+    figure, note = client.predict(str(path), list(SERIES)[:3], api_name="/layers")
     assert figure["type"] == "plotly" and "PC1" in figure["plot"]
     assert "suggested" in note
 
@@ -240,7 +241,9 @@ def test_chat_is_multi_turn_per_column(url, vector_path):
 
 
 def test_missing_local_model_keeps_the_current_one(client, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "POLICY", app.ModelPolicy(allow_any=True))  # a server that lets any path through
+    from steering.session import ModelPolicy
+
+    monkeypatch.setattr(app.RULES, "policy", ModelPolicy(allow_any=True))  # a server that lets any path through
     kept = app.HOLDER.get()
     status, *_ = client.predict(str(tmp_path / "no-such-model.gguf"), api_name="/load_model")
     assert "not found" in status and "SmolLM2-135M-Instruct" in status

@@ -432,7 +432,7 @@ def test_app_extract_with_a_traversal_name_saves_inside_vectors_without_clobberi
     saved = Path(files[0])
     assert saved.name == "evil.pt" and saved.parent.parent == tmp_path / "own" and "evil.pt" in summary
     assert own == [str(saved)]
-    monkeypatch.setattr(app_env, "SHARED_SAVES", True)
+    monkeypatch.setattr(app_env.RULES, "shared_saves", True)
     _dropdown, _note = app_env.on_save_shared(str(saved), own)
     assert (folder / "evil-2.pt").exists() and (folder / "evil-2.json").exists()
     assert (folder / "evil.pt").read_bytes() == b"an older vector"
@@ -632,7 +632,7 @@ def test_app_unknown_model_offline_is_a_status_message(app_env, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     spec = "nobody-at-all-xyz/no-such-model-123"
-    monkeypatch.setattr(app_env, "POLICY", session.ModelPolicy(allow_any=True))  # a server that lets it through
+    monkeypatch.setattr(app_env.RULES, "policy", session.ModelPolicy(allow_any=True))  # a server that lets it through
     with pytest.warns(UserWarning, match="could not load model"):
         status, *_ = app_env.on_load_model(spec, [], progress=no_progress)
     assert status.startswith(f"⚠ could not load model '{spec}'")

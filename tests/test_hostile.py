@@ -19,6 +19,7 @@ import torch
 
 from steering import session
 from steering.catalog import SESSION_TTL_S, VectorCatalog
+from steering.serve import ServerRules
 from steering.session import ModelPolicy, ModelSession
 from steering.vector_files import save_vector
 from steering.vectors import SteeringVector
@@ -39,8 +40,7 @@ def tiny_app(monkeypatch, tmp_path, tiny_qwen2):
     (tmp_path / "vectors").mkdir()
     catalog = VectorCatalog(tmp_path / "vectors", scratch=tmp_path / "own")
     monkeypatch.setattr(app, "CATALOG", catalog)
-    monkeypatch.setattr(app, "POLICY", ModelPolicy(allow_any=False))
-    monkeypatch.setattr(app, "SHARED_SAVES", False)
+    monkeypatch.setattr(app, "RULES", ServerRules(ModelPolicy(allow_any=False), shared_saves=False))
     yield app
     catalog.close()
 
@@ -98,7 +98,7 @@ def test_the_listed_models_and_the_start_up_model_still_load(tiny_app, monkeypat
     monkeypatch.setattr(
         tiny_app.HOLDER, "load", lambda spec, on_status=None: loads.append(spec) or tiny_app.HOLDER.loaded
     )
-    monkeypatch.setattr(tiny_app, "POLICY", ModelPolicy(allow_any=False, started_with="/srv/models/house"))
+    monkeypatch.setattr(tiny_app.RULES, "policy", ModelPolicy(allow_any=False, started_with="/srv/models/house"))
     for spec in ("bundled", "Qwen/Qwen2.5-0.5B-Instruct", "/srv/models/house", " "):
         tiny_app.on_load_model(spec, [], progress=no_progress)
     assert loads == ["bundled", "Qwen/Qwen2.5-0.5B-Instruct", "/srv/models/house", "bundled"]
@@ -121,9 +121,10 @@ def test_main_sets_what_visitors_may_do_from_the_command_line(tiny_app, monkeypa
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(tiny_app.demo, "launch", lambda **kwargs: None)
     monkeypatch.setattr(tiny_app.HOLDER, "load", lambda spec, on_status=None: None)
+    monkeypatch.setattr(tiny_app, "RULES", tiny_app.RULES)  # main() replaces it: put it back afterwards
     tiny_app.main(argv)
-    assert (tiny_app.POLICY.allow_any, tiny_app.SHARED_SAVES) == (any_model, shared_saves)
-    assert tiny_app.POLICY.started_with == ("/srv/m" if "--model" in argv else None)
+    assert (tiny_app.RULES.policy.allow_any, tiny_app.RULES.shared_saves) == (any_model, shared_saves)
+    assert tiny_app.RULES.policy.started_with == ("/srv/m" if "--model" in argv else None)
 
 
 # ----------------------------------------------------------------------------- layer ranges that fill memory
@@ -211,7 +212,7 @@ def test_an_extracted_vector_is_listed_only_to_its_session_and_saved_shared_only
     with pytest.raises(gr.Error, match="this server does not save into the shared vectors folder"):
         tiny_app.on_save_shared(mine, own)
     assert not (tiny_app.CATALOG.folder / "mine.pt").exists()
-    monkeypatch.setattr(tiny_app, "SHARED_SAVES", True)
+    monkeypatch.setattr(tiny_app.RULES, "shared_saves", True)
     shared, _note = tiny_app.on_save_shared(mine, own)
     assert shared.value == str(tiny_app.CATALOG.folder / "mine.pt")
     everyone, _note = tiny_app.on_refresh(None, [])
@@ -258,8 +259,7 @@ def served(tmp_path_factory):
     catalog = VectorCatalog(folder, scratch=tmp_path_factory.mktemp("own"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app, "CATALOG", catalog)
-        patch.setattr(app, "POLICY", ModelPolicy(allow_any=False))
-        patch.setattr(app, "SHARED_SAVES", False)
+        patch.setattr(app, "RULES", ServerRules(ModelPolicy(allow_any=False), shared_saves=False))
         yield folder / SHIPPED.name
     catalog.close()
 
