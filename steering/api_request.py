@@ -109,7 +109,8 @@ def parse_messages(value: Any) -> list[dict]:
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise bad_request(f"messages[{i}] must be an object with role and content", "messages")
-        role = ROLES.get(message.get("role"))
+        role = message.get("role")
+        role = ROLES.get(role) if isinstance(role, str) else None  # a list or object is no role (and unhashable)
         if role is None:
             raise bad_request(
                 f"messages[{i}].role {message.get('role')!r} is not supported: use system, user or assistant",

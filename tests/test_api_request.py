@@ -46,7 +46,12 @@ def test_an_api_error_has_openais_shape():
     error = ApiError(404, "no such model", "invalid_request_error", "model", "model_not_found")
     assert str(error) == "no such model" and error.status == 404
     assert error.body() == {
-        "error": {"message": "no such model", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+        "error": {
+            "message": "no such model",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
     }
     response = error.response()
     assert response.status_code == 404 and json.loads(response.body) == error.body()
@@ -54,7 +59,8 @@ def test_an_api_error_has_openais_shape():
 
 
 @pytest.mark.parametrize(
-    ("status", "header", "value"), [(429, "retry-after", "1"), (503, "retry-after", "1"), (401, "www-authenticate", "Bearer")]
+    ("status", "header", "value"),
+    [(429, "retry-after", "1"), (503, "retry-after", "1"), (401, "www-authenticate", "Bearer")],
 )
 def test_busy_and_unauthorized_errors_carry_their_header(status, header, value):
     assert ApiError(status, "x", "some_error").response().headers[header] == value
@@ -172,7 +178,6 @@ def test_messages_of_every_accepted_shape():
         ([{"content": "hi"}], "messages[0].role None is not supported"),
         ([{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}], "messages[1].role 'tool'"),
         ([{"role": "function", "content": "x"}], "use system, user or assistant"),
-        ([{"role": ["user"], "content": "x"}], "is not supported"),
         (
             [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/cat.png"}}]}],
             "only text content is supported, got 'image_url'",
@@ -192,6 +197,12 @@ def test_refused_messages_are_400_on_messages(messages, message):
     error = error_of(lambda: parse_messages(messages))
     assert (error.status, error.param, error.type) == (400, "messages", "invalid_request_error")
     assert message in error.message
+
+
+@pytest.mark.parametrize("role", [["user"], {"name": "user"}])
+def test_a_role_that_is_not_text_is_400_on_messages(role):
+    error = error_of(lambda: parse_messages([{"role": role, "content": "hi"}]))
+    assert (error.status, error.param) == (400, "messages") and "is not supported" in error.message
 
 
 # --------------------------------------------------------------------------------------------- vector files

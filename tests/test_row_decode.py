@@ -362,6 +362,13 @@ def test_top_p_keeps_the_smallest_set_over_p():
     assert set(kept) == {0, 1}
 
 
+def test_a_tiny_top_p_still_keeps_the_best_token():
+    # these 64 scores' probabilities sum, in float32, to a hair under 1 - 1e-7: without keeping the top token
+    # every token would be masked
+    scores = torch.randn(64, generator=torch.Generator().manual_seed(5))
+    assert many_draws(scores, steps=20, temperature=1.0, top_p=1e-7) == {int(scores.argmax())}
+
+
 def test_a_sampled_row_draws_no_end_of_sequence_before_min_new_tokens():
     rows, width = logits_rows({"temperature": 1.0, "seed": 0, "min_new": 3})
     processor = RowLogits(rows, width, [EOS])
