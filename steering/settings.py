@@ -53,15 +53,16 @@ DEFAULT_MODE = MODES[0]
 DEFAULT_APPLY_TO = APPLY_TO[0]
 DEFAULT_REPETITION_PENALTY = 1.0
 # What a freshly extracted vector recommends before anyone sweeps it: the shipped study's mode, apply_to, scale,
-# repetition penalty and schedule at a strength that study found safe (docs/evaluation.md), on the layers
-# around the vector's suggested layer, so the first chat after an extraction shows style.
+# repetition penalty, schedule and strength (docs/evaluation.md: the most gal-and-readable replies; no setting
+# there met every readability limit), on the layers around the vector's suggested layer, so the first chat after
+# an extraction shows style.
 FRESH_SETTING = {
-    "strength": 2.0,
+    "strength": 4.0,
     "scale": "calibrated",
     "mode": "add",
     "apply_to": "generated",
     "repetition_penalty": 1.1,
-    "half_life": None,
+    "half_life": 32.0,
 }
 BAND_HALF_WIDTH = 2  # default layers: the suggested layer ± this many
 # Hard limits on what a request may ask for (a shared server must survive any of them):

@@ -213,6 +213,10 @@ def _num(value, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _strength(setting: Setting) -> str:
+    return f"{setting.strength:g}" + (f", half-life {setting.half_life:g}" if setting.half_life else "")
+
+
 def _cell(text: str, limit: int = 160) -> str:
     return text[:limit].replace("\n", " ").replace("|", "\\|")
 
@@ -266,7 +270,7 @@ def study_markdown(study: Study, model_name: str) -> str:
         mode = "plain" if st.plain else st.mode
         apply_to = "–" if st.plain else st.apply_to
         lines.append(
-            f"| {mode} | {apply_to} | {st.repetition_penalty:g} | {st.strength:g} | {_pct(s['marker_share'])} | "
+            f"| {mode} | {apply_to} | {st.repetition_penalty:g} | {_strength(st)} | {_pct(s['marker_share'])} | "
             f"{_pct(s['gal_readable_share'])} | {_pct(s['broken_share'])} | {_num(s['median_onset'], 0)} | "
             f"{_num(s['perplexity'])} | {_num(s.get('perplexity_ratio'), 2)} |"
         )
