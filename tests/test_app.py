@@ -14,6 +14,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
+from steering import settings as S  # noqa: E402
 from steering.plots import SERIES  # noqa: E402
 from steering.vector_files import load_vector  # noqa: E402
 from tests.helpers import hooks_left  # noqa: E402
@@ -178,7 +179,7 @@ def test_chat_modes_and_half_life_reach_the_steering(url, vector_path):
     so the reply differs from the constant one."""
     path, *_ = vector_path
     plain, constant, *_ = chat(url, path, 4.0)
-    for mode in app.S.MODES:
+    for mode in S.MODES:
         plain_m, steered_m, *_ = chat(url, path, 4.0, mode=mode)
         assert text_of(plain_m[1]) == text_of(plain[1])  # the plain column never changes
         assert text_of(steered_m[1]) != text_of(plain[1]), mode
@@ -282,11 +283,13 @@ def test_vector_defaults_use_the_recommended_setting(url, vector_path, recommend
     assert (mode, apply_to, half_life) == ("norm_preserving", "generated", 24)
     assert examples["choices"] and examples["value"] is None  # the vector's language's prompts
     assert sweep_defaults == ("8-10 10-12", "0,1,2,3,4", "calibrated", "norm_preserving")
-    path, *_ = vector_path  # a fresh extraction: suggested layer ±2 (those the vector has) at strength 2
-    (layers, strength, scale, mode, _apply_to, half_life, _penalty), *_ = split_defaults(
+    path, *_ = vector_path  # a fresh extraction: suggested layer ±2 (those the vector has) at the study's setting
+    (layers, strength, scale, mode, apply_to, half_life, penalty), *_ = split_defaults(
         client.predict(str(path), api_name="/vector_defaults")
     )
-    assert (layers, strength["value"], scale, mode, half_life) == ("10-12", 2.0, "calibrated", "add", 0)
+    fresh = S.FRESH_SETTING
+    assert (layers, strength["value"], scale, mode) == ("10-12", fresh["strength"], fresh["scale"], fresh["mode"])
+    assert (apply_to, half_life, penalty) == (fresh["apply_to"], fresh["half_life"], fresh["repetition_penalty"])
 
 
 def split_defaults(values):

@@ -295,7 +295,9 @@ def test_generate_and_sweep_commands(run_cli, tmp_path):
     assert rc == 0, err
     row = json.loads(out)
     assert row["plain"] != row["steered"]  # the shipped recommended setting changes the reply
-    assert row["settings"]["layers"] == [12, 13, 14, 15, 16] and row["settings"]["repetition_penalty"] == 1.3
+    settings = row["settings"]  # every key from the vector's recommended setting
+    assert settings["layers"] == [12, 13, 14, 15, 16] and settings["repetition_penalty"] == 1.1
+    assert (settings["mode"], settings["apply_to"], settings["half_life"]) == ("add", "generated", 32.0)
     report = tmp_path / "report"
     rc, out, err = run_cli(
         "sweep",

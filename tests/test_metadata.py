@@ -54,9 +54,12 @@ def test_every_shipped_sidecar_reads_typed(path):
     assert meta.suggested_layer == data["suggested_layer"] and meta.pairs == data["pairs"]
     assert meta.vector_layers == data["vector_layers"]
     rec = meta.recommended
-    assert rec.layers == "12-16"  # written as a list of layers, read as its spec
+    # every key `generate` needs, each spelled as its flag
+    keys = {"layers", "strength", "scale", "mode", "apply_to", "repetition_penalty", "half_life"}
+    assert keys <= set(data["recommended"])
+    assert rec.layers == data["recommended"]["layers"] == "12-16"
     assert rec.strength == data["recommended"]["strength"] and isinstance(rec.strength, float)
-    assert (rec.scale, rec.mode, rec.apply_to) == ("calibrated", "add", None)
+    assert (rec.scale, rec.mode, rec.apply_to) == ("calibrated", data["recommended"]["mode"], "generated")
     assert rec.repetition_penalty == data["recommended"]["repetition_penalty"]
     assert rec.evidence == data["recommended"].get("evidence")
 
