@@ -24,7 +24,7 @@ import gradio as gr
 
 import app_layout
 from steering import settings as S  # the choice lists, ranges and defaults
-from steering.api import ApiKeyRequired, OpenAIApi
+from steering.api import OpenAIApi
 from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
 from steering.chat import Turn, column_steering, decoding, new_history, stream_turn
 from steering.data import DatasetError
@@ -32,7 +32,7 @@ from steering.generate import max_message_chars
 from steering.pipeline import extract_and_save
 from steering.plots import heatmap, layer_figure
 from steering.scheduler import Scheduler, SchedulerBusy
-from steering.serve import MONO_FONTS, NO_SHARED_SAVES, SYSTEM_FONTS, ServerRules, server_args
+from steering.serve import MONO_FONTS, NO_SHARED_SAVES, SYSTEM_FONTS, ApiKeyRequired, ServerRules, server_args
 from steering.session import ModelSession, model_status
 from steering.settings import STRENGTH_RANGE  # also read by tests/test_bad_inputs.py
 from steering.steer import strength_warning

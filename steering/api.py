@@ -35,15 +35,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .api_request import (  # noqa: F401 - ApiKeyRequired and api_key_policy are re-exported for app.py
+from .api_request import (
     DEFAULT_MAX_TOKENS,
     MAX_BODY_BYTES,
     MAX_N,
     UNSUPPORTED,
     ApiError,
-    ApiKeyRequired,
     VectorFiles,
-    api_key_policy,
     bad_request,
     integer_field,
     number_field,

@@ -13,8 +13,7 @@ from pathlib import Path
 from . import __version__
 from .checks import float_arg, int_arg, seed_arg
 from .cli_chat import add_generate_command
-from .cli_eval import add_eval_commands
-from .cli_eval import progress_bar as _progress_bar
+from .cli_eval import add_eval_commands, progress_bar
 from .settings import (
     CHARS_PER_TOKEN,
     CONTRASTS,
@@ -63,7 +62,7 @@ def cmd_extract(args) -> int:
         heldout_fraction=args.heldout,
         seed=args.seed,
         batch_size=args.batch_size,
-        progress=None if args.json else _progress_bar("capture"),
+        progress=None if args.json else progress_bar("capture"),
         max_text_tokens=args.max_text_tokens,
     )
     timings = {"load_s": load_s, "capture_s": timings["capture_s"], "fit_s": timings["fit_s"]}

@@ -174,7 +174,7 @@ def _make_entry(
     )
 
 
-def _location_unit(path: Path) -> str:
+def location_unit(path: Path) -> str:
     """What Entry.line counts in this file: "item" for a JSON list, else "line"."""
     if path.suffix.lower() in (".csv", ".tsv") or not path.is_file():
         return "line"
@@ -187,7 +187,7 @@ def _check_columns(entries: Sequence[Entry], contrast: str, path: Path) -> None:
     missing = [e for e in entries if getattr(e, column) is None]
     if not missing:
         return
-    shown, unit = shown_path(path), _location_unit(path)
+    shown, unit = shown_path(path), location_unit(path)
     listed = ", ".join(f"{unit} {e.line} (id {e.id})" for e in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     raise DatasetError(

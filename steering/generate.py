@@ -117,7 +117,7 @@ def _steerings(steering: Steering | None, strengths: Sequence[float]) -> list[St
     return [steering.with_strengths(list(strengths))]
 
 
-def _batch_inputs(loaded: LoadedModel, prompts: Sequence[PreparedPrompt]) -> dict:
+def batch_inputs(loaded: LoadedModel, prompts: Sequence[PreparedPrompt]) -> dict:
     """Left-padded ids and mask (rows of one prompt need no padding, so they match a solo run exactly)."""
     width = max(len(p.input_ids) for p in prompts)
     pad = loaded.tokenizer.pad_token_id
@@ -135,7 +135,7 @@ def _prepare_rows(
     if len(conversations) != len(strengths):
         raise ValueError(f"{len(conversations)} conversations for {len(strengths)} strengths")
     prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
-    return prompts, _batch_inputs(loaded, prompts)
+    return prompts, batch_inputs(loaded, prompts)
 
 
 def _run_generate(
@@ -158,7 +158,7 @@ def _stop_ids(loaded: LoadedModel) -> set[int]:
     return {loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id}
 
 
-def _row_ids(loaded: LoadedModel, row: torch.Tensor) -> list[int]:
+def row_ids(loaded: LoadedModel, row: torch.Tensor) -> list[int]:
     """Generated ids of one row up to (not including) the first end-of-sequence or pad token."""
     stop = _stop_ids(loaded)
     out = []
@@ -192,7 +192,7 @@ def generate_rows(
     t0 = time.perf_counter()
     out = _run_generate(loaded, inputs, settings, _steerings(steering, strengths))
     seconds = time.perf_counter() - t0
-    rows = [_row_ids(loaded, r) for r in out[:, inputs["input_ids"].shape[1] :]]
+    rows = [row_ids(loaded, r) for r in out[:, inputs["input_ids"].shape[1] :]]
     texts = [loaded.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
     notice = next((p.notice for p in prompts if p.notice), None)
     return BatchResult(texts, list(strengths), [len(r) for r in rows], seconds, notice, rows)

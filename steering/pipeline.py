@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .data import _location_unit, contrast_pairs, load_dataset, shown_path
+from .data import contrast_pairs, load_dataset, location_unit, shown_path
 from .extract import extract, suggest_layer, text_token_cap
 from .metadata import Recommended, VectorMeta
 from .models import LoadedModel
@@ -40,7 +40,7 @@ def extract_from_dataset(
     # With max_pairs only that many entries are read and kept: a huge file costs no more memory than a small one.
     dataset = load_dataset(data, contrast=contrast, max_entries=max_pairs, max_text_chars=CHARS_PER_TOKEN * cap)
     pairs = contrast_pairs(dataset, contrast)
-    shown, unit = shown_path(dataset.path), _location_unit(dataset.path)
+    shown, unit = shown_path(dataset.path), location_unit(dataset.path)
     negative = contrast.split("-vs-", 1)[1]
     lines = [e.line for e in dataset.entries]
     labels = [f'{shown} {unit} {line}, field "gyaru"' for line in lines]

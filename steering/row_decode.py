@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, _batch_inputs
+from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, batch_inputs
 from .models import LoadedModel
 from .row_steer import RowPlan, row_steer
 
@@ -200,7 +200,7 @@ def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
     try:
         for row in rows:
             row.start(loaded)
-        inputs = _batch_inputs(loaded, [r.prompt for r in rows])
+        inputs = batch_inputs(loaded, [r.prompt for r in rows])
         tok = loaded.tokenizer
         stop_ids = sorted({tok.eos_token_id, tok.pad_token_id} - {None})
         width = inputs["input_ids"].shape[1]

@@ -179,14 +179,14 @@ def generate_mixed(
     """One reply per row, each row with its own conversation and steering (None = plain), in one batched generate
     call with shared decoding settings (steering/scheduler.py does per-row decoding). Returns generate.BatchResult
     (its `strengths` are each row's strength, 0 for plain rows)."""
-    from .generate import BatchResult, GenerationSettings, _batch_inputs, _row_ids, prepare_prompt
+    from .generate import BatchResult, GenerationSettings, batch_inputs, prepare_prompt, row_ids
 
     if len(conversations) != len(steerings):
         raise ValueError(f"{len(conversations)} conversations for {len(steerings)} steerings")
     settings = settings or GenerationSettings()
     plans = [_as_plan(loaded, s) for s in steerings]
     prompts = [prepare_prompt(loaded, c, settings) for c in conversations]
-    inputs = _batch_inputs(loaded, prompts)
+    inputs = batch_inputs(loaded, prompts)
     kwargs = settings.generate_kwargs()
     tok = loaded.tokenizer
     t0 = time.perf_counter()
@@ -195,7 +195,7 @@ def generate_mixed(
             torch.manual_seed(settings.seed)
         out = loaded.model.generate(**inputs, **kwargs, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     seconds = time.perf_counter() - t0
-    rows = [_row_ids(loaded, r) for r in out[:, inputs["input_ids"].shape[1] :]]
+    rows = [row_ids(loaded, r) for r in out[:, inputs["input_ids"].shape[1] :]]
     texts = [tok.decode(r, skip_special_tokens=True) for r in rows]
     notice = next((p.notice for p in prompts if p.notice), None)
     strengths = [p.strength if p is not None else 0.0 for p in plans]

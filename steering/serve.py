@@ -94,6 +94,39 @@ def server_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     return args
 
 
+class ApiKeyRequired(ValueError):
+    """The API would be reachable by others without a key."""
+
+
+def api_key_policy(
+    host: str | None, share: bool, api_key: str | None, serve_api: bool = True, on_space: bool = False
+) -> tuple[bool, str | None]:
+    """(serve /v1 at all, the key it requires) for a server bound to `host`.
+
+    A key given (--api-key / STEERING_API_KEY) is always required. Without one: a server only this machine can
+    reach (localhost, no --share link) serves /v1 openly; a Hugging Face Space serves the page without /v1 (set the
+    STEERING_API_KEY secret to turn it on); anywhere else starting is refused (ApiKeyRequired says what to do), since
+    /v1 would hand the model to anyone who can reach the port. `serve_api=False` (--no-api) serves no /v1."""
+    if not serve_api:
+        return False, None
+    if api_key is not None:
+        key = api_key.strip()
+        if not key or any(ch.isspace() for ch in key):
+            raise ApiKeyRequired("the API key must be non-empty text without spaces")
+        return True, key
+    if trusted_host(host, share):
+        return True, None
+    if on_space:
+        return False, None
+    where = f"{host} with a public --share link" if share else host
+    raise ApiKeyRequired(
+        f"refusing to start: the server binds to {where}, which other machines can reach, and the OpenAI-compatible "
+        "API at /v1 would let anyone there use the model. Give it a key: --api-key KEY (or the environment variable "
+        "STEERING_API_KEY=KEY; clients then send 'Authorization: Bearer KEY'), or start with --no-api to serve only "
+        "the page."
+    )
+
+
 NO_SHARED_SAVES = (
     "このサーバーでは共有フォルダに保存できません / this server does not save into the shared vectors folder: "
     "your vectors stay in your session (download them instead). Its operator can allow it with "
@@ -122,8 +155,6 @@ class ServerRules:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerRules:
         """From server_args; raises ApiKeyRequired when /v1 would be open on an address others can reach."""
-        from .api import api_key_policy
-
         serve_api, key = api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space)
         return cls(ModelPolicy(args.allow_any_model, args.model), args.allow_shared_saves, serve_api, key)
 

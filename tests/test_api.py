@@ -12,10 +12,11 @@ import time
 import pytest
 import torch
 
-from steering.api import ApiKeyRequired, OpenAIApi, api_key_policy
+from steering.api import OpenAIApi
 from steering.generate import GenerationSettings, generate_rows
 from steering.metadata import Recommended
 from steering.scheduler import Scheduler
+from steering.serve import ApiKeyRequired, api_key_policy
 from steering.steer import Steering
 from steering.vector_files import save_vector
 from tests.helpers import hooks_left

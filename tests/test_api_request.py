@@ -15,9 +15,7 @@ pytest.importorskip("fastapi")
 from steering.api_request import (  # noqa: E402
     STEERING_KEYS,
     ApiError,
-    ApiKeyRequired,
     VectorFiles,
-    api_key_policy,
     bad_request,
     integer_field,
     number_field,
@@ -431,53 +429,3 @@ def test_the_unknown_key_error_lists_the_keys(vectors, tiny_qwen2):
     error = error_of(lambda: resolve_steering(vectors, tiny_qwen2, {"steering": {"vector": GAL, "z": 1, "b": 2}}, None))
     assert error.param == "steering.b"  # the first in sorted order
     assert all(key in error.message for key in STEERING_KEYS)
-
-
-# --------------------------------------------------------------------------------------------- api_key_policy
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LocalHost", " 127.0.0.1 ", "::1", "[::1]"])
-def test_a_host_only_this_machine_reaches_may_run_open(host):
-    assert api_key_policy(host, False, None) == (True, None)
-    assert api_key_policy(host, False, None, on_space=True) == (True, None)
-
-
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.org", "", None])
-def test_a_reachable_host_without_a_key_is_refused(host):
-    with pytest.raises(ApiKeyRequired, match="--api-key KEY") as caught:
-        api_key_policy(host, False, None)
-    assert isinstance(caught.value, ValueError) and "--no-api" in str(caught.value)
-
-
-def test_a_share_link_makes_localhost_reachable():
-    with pytest.raises(ApiKeyRequired, match="with a public --share link"):
-        api_key_policy("127.0.0.1", True, None)
-    assert api_key_policy("127.0.0.1", True, "k3y") == (True, "k3y")
-
-
-def test_a_key_is_always_required_once_given():
-    assert api_key_policy("127.0.0.1", False, "k3y") == (True, "k3y")
-    assert api_key_policy("0.0.0.0", False, "\tk3y-with.punct\n") == (True, "k3y-with.punct")
-    assert api_key_policy("0.0.0.0", False, "k3y", on_space=True) == (True, "k3y")
-
-
-@pytest.mark.parametrize("key", ["", "   ", "two words", "tab\tinside", "line\nbreak"])
-def test_a_blank_or_spaced_key_is_refused(key):
-    with pytest.raises(ApiKeyRequired, match="non-empty text without spaces"):
-        api_key_policy("0.0.0.0", False, key)
-    with pytest.raises(ApiKeyRequired):
-        api_key_policy("127.0.0.1", False, key)  # even where no key is needed: a bad one is a mistake
-
-
-def test_a_space_without_a_key_serves_only_the_page():
-    assert api_key_policy("0.0.0.0", False, None, on_space=True) == (False, None)
-    assert api_key_policy("0.0.0.0", True, None, on_space=True) == (False, None)
-
-
-@pytest.mark.parametrize(
-    ("host", "share", "key", "space"),
-    [("0.0.0.0", False, None, False), ("127.0.0.1", False, None, False), ("0.0.0.0", True, "k3y", True),
-     ("0.0.0.0", False, "bad key", False)],
-)  # fmt: skip
-def test_no_api_serves_no_v1_whatever_else(host, share, key, space):
-    assert api_key_policy(host, share, key, serve_api=False, on_space=space) == (False, None)
