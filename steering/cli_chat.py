@@ -10,9 +10,9 @@ from pathlib import Path
 from .checks import float_arg, int_arg, seed_arg
 from .settings import APPLY_TO, DEFAULT_APPLY_TO, MODES, QUANTIZE, SCALES, check_layer_spec, resolve_setting
 
-# Prompts of a --prompts file per batched generate call (two rows each): on a CPU a batch of 8-16 rows costs a
-# fraction of 8-16 single calls; on a GPU more rows are nearly free.
-PROMPTS_PER_CALL = 8
+# Prompts of a --prompts file per batched generate call (two rows each): on a CPU a batch of 16-32 rows costs a
+# fraction of 16-32 single calls (benchmarks/bench_prompts.py); on a GPU more rows are nearly free.
+PROMPTS_PER_CALL = 16
 
 
 def _generate_rows(loaded, steering, settings, prompts: list[str], strength: float) -> Iterator[dict]:
