@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .fluency import judge_fluency, onset_token
-from .style import load_lexicon, style_score
+from .style import style_score
 
 AASHI = "あーし"
 
@@ -28,15 +28,10 @@ class ReplyScore:
     unknown_share: float = 0.0
 
 
-def lexicon_words(lang: str) -> frozenset[str]:
-    """Plain words of the marker lexicon (a gal word is not an unknown word): ids like 'like_filler' → like, filler."""
-    return frozenset(part for marker in load_lexicon(lang) for part in marker.id.split("_") if part.isalpha())
-
-
 def score_reply(text: str, lang: str, tokenizer=None) -> ReplyScore:
     """Style and fluency of one reply; with a tokenizer the onset is also given in tokens."""
     style = style_score(text, lang)
-    verdict = judge_fluency(text, lang, lexicon_words(lang))
+    verdict = judge_fluency(text, lang)  # it knows the marker lexicon's words itself
     reasons = list(verdict.reasons)
     if not any(c.isalpha() for c in text):
         reasons.append("empty")

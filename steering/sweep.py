@@ -183,13 +183,11 @@ def sweep(
     judged = {c.setting: c for c in judge_grid(loaded, generated, lang)}
     plain_cell = judged[plain]
     return [
-        judged[s] if not s.plain else SweepCell(s, parse_layers(s.layers, loaded.num_layers), *_plain_parts(plain_cell))
+        judged[s]
+        if not s.plain
+        else SweepCell(s, parse_layers(s.layers, loaded.num_layers), plain_cell.summary, plain_cell.replies)
         for s in grid
     ]
-
-
-def _plain_parts(cell: SweepCell) -> tuple[dict, list[str]]:
-    return cell.summary, cell.replies
 
 
 def eligible(cell: SweepCell, plain_markers: float) -> bool:

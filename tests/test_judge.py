@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering.judge import lexicon_words, score_reply, summarize
+from steering.judge import score_reply, summarize
 
 # Real outputs of the bundled model and typical failure shapes: (text, lang, broken?).
 LABELLED = [
@@ -49,7 +49,8 @@ def test_onset_in_tokens_points_at_the_collapse(tokenizer):
 
 
 def test_gal_words_from_the_lexicon_are_known():
-    assert {"bestie", "literally", "omg"} <= lexicon_words("en")
+    score = score_reply("Bestie, slay! That vibe is iconic, literally obsessed, omg.", "en")
+    assert not score.broken and score.unknown_share == 0
 
 
 def test_summary_counts_gal_and_readable_separately():
