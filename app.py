@@ -20,26 +20,38 @@ from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
 
+import html
+
 import gradio as gr
 
 import app_layout
+import app_text as T
 from steering import settings as S  # the choice lists, ranges and defaults
 from steering.api import OpenAIApi
 from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
-from steering.chat import Turn, column_steering, decoding, new_history, stream_turn
+from steering.chat import Turn, column_steering, decoding, language_notice, new_history, stream_turn, user_text
 from steering.data import DatasetError
 from steering.generate import max_message_chars
+from steering.messages import Text, localized
+from steering.meter import default_meter_layer
 from steering.pipeline import extract_and_save
-from steering.plots import heatmap, layer_figure
+from steering.plots import SERIES, heatmap, layer_figure
 from steering.scheduler import Scheduler, SchedulerBusy
 from steering.serve import MONO_FONTS, NO_SHARED_SAVES, SYSTEM_FONTS, ApiKeyRequired, ServerRules, server_args
 from steering.session import ModelSession, model_status
-from steering.settings import STRENGTH_RANGE  # also read by tests/test_bad_inputs.py
+from steering.settings import STRENGTH_RANGE, format_layers, model_lang  # RANGE: also read by test_bad_inputs
 from steering.steer import strength_warning
 from steering.sweep import recommend
 from steering.sweep_tab import SweepPicks, best_line, best_setting, picked_setting, sweep_grid
 from steering.tables import stats_frame, sweep_frame
-from steering.vector_view import extraction_options, extraction_summary, layer_note, vector_defaults
+from steering.vector_view import (
+    defaults_notice,
+    extraction_options,
+    extraction_summary,
+    layer_note,
+    strength_note,
+    vector_defaults,
+)
 from steering.vectors import SteeringVector, VectorFileError
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
@@ -56,6 +68,10 @@ MODEL_WORK = dict(concurrency_limit=1, concurrency_id="model")  # one generation
 COSMETIC = dict(api_visibility="private", queue=False)  # no model work, not part of the API
 # Chats do not take the model's slot: up to 16 at once (32 rows, SCHEDULER's batch) join SCHEDULER's batches.
 CHAT_WORK = dict(concurrency_limit=16, concurrency_id="chat")
+# Notes that follow a control: one at a time, in the order the page asked (unqueued replies could arrive late and
+# overwrite a newer note with an older one).
+NOTE_WORK = dict(concurrency_limit=1, concurrency_id="note", api_visibility="private")
+UI_WORK = dict(concurrency_limit=None)  # queued only so that its toasts reach the page; no model work
 
 
 # --------------------------------------------------------------------------- the shared model and vectors
@@ -70,35 +86,41 @@ API = OpenAIApi(HOLDER.get, CATALOG.folder, SCHEDULER)
 # What visitors may do to the shared server: until main() reads the command line (and when something else launches
 # `demo`), only what the environment allows; main() widens it on localhost or when the operator asks.
 RULES = ServerRules.from_environ()
+SERIES_KEYS = list(SERIES)  # the Layers chart's series (app_text names them)
+DATASET_KEYS = ["ja", "en", "upload"]  # the Extract tab's bundled datasets by language, or an uploaded file
+
+
+def toast(kind: str, message, lang: str | None) -> None:
+    """A toast in the page's language: `kind` is error, warning or info; `message` a str, Message or exception
+    (escaped: Gradio shows toasts as HTML, and messages quote what the user typed)."""
+    show = {"error": gr.Warning, "warning": gr.Warning, "info": gr.Info}[kind]  # an error toast keeps the page as is
+    message = message() if isinstance(message, Text) else message
+    title = T.TOAST_TITLE[kind].say(lang)
+    show(html.escape(localized(message, lang), quote=False), title=title, duration=None if kind == "error" else 10)
 
 
 @contextmanager
-def user_errors(*kinds: type[Exception]):
-    """A library ValueError (bad layers, a clamp the vector cannot do, ...) or one of `kinds`, shown as a toast."""
+def user_errors(lang: str | None = None, *kinds: type[Exception]):
+    """A library ValueError (bad layers, a clamp the vector cannot do, ...) or one of `kinds`, raised as gr.Error in
+    the page's language (events whose outputs stay as they were show it as a toast)."""
     try:
         yield
     except gr.Error:
         raise
     except (ValueError, *kinds) as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(html.escape(localized(exc, lang), quote=False), title=T.TOAST_TITLE["error"].say(lang)) from None
 
 
-def vector_dropdown(loaded, uploads: list[str], selected: str | None = None):
-    """The vector dropdown refreshed for the current model (keeps `selected` when it still fits)."""
+def vector_dropdown(loaded, uploads: list[str], selected: str | None = None, lang: str | None = None):
+    """The vector dropdown refreshed for the current model (keeps `selected` when it still fits), and its note."""
     listing = CATALOG.listing(loaded, uploads, selected)
-    return gr.Dropdown(choices=listing.choices, value=listing.value), listing.note
+    return gr.Dropdown(choices=listing.choices, value=listing.value), localized(listing.note, lang)
 
 
-def open_vector(path: str | None, uploads: list[str] | None) -> SteeringVector:
+def open_vector(path: str | None, uploads: list[str] | None, lang: str | None = None) -> SteeringVector:
     """Load the chosen vector; only files in the vectors folder or this user's own uploads are ever opened."""
-    with user_errors():
+    with user_errors(lang):
         return CATALOG.open(path, uploads or [])
-
-
-def warn(message: str | None) -> None:
-    """A library warning (None: nothing to say) as a toast."""
-    if message:
-        gr.Warning(message)
 
 
 def strength_slider(scale: str, value: float, **props):
@@ -107,44 +129,90 @@ def strength_slider(scale: str, value: float, **props):
     return gr.Slider(minimum=lo, maximum=hi, step=step, value=min(max(float(value), lo), hi), **props)
 
 
+def layer_sliders(loaded, layers: str | None = None) -> tuple:
+    """The layer sliders sized for the loaded model, showing `layers` when it is one contiguous band."""
+    n = loaded.num_layers
+    band = contiguous_band(layers, n)
+    start = dict(value=band[0]) if band else {}
+    width = dict(value=band[1] - band[0] + 1) if band else {}
+    return gr.Slider(minimum=0, maximum=n - 1, **start), gr.Slider(minimum=1, maximum=n, **width)
+
+
+def contiguous_band(layers: str | None, num_layers: int) -> tuple[int, int] | None:
+    """(first, last) when `layers` names one band of consecutive layers, else None (the text box then rules)."""
+    try:
+        chosen = S.parse_layers(layers, num_layers) if str(layers or "").strip() else []
+    except ValueError:
+        return None
+    if not chosen or chosen != list(range(chosen[0], chosen[-1] + 1)):
+        return None
+    return chosen[0], chosen[-1]
+
+
 # --------------------------------------------------------------------------- handlers: model bar, extract, layers
 
 
+def shared_model(lang: str | None, progress) -> object:
+    """The shared model; the first visit loads (and downloads) the bundled one with progress shown in the page."""
+    if HOLDER.loaded is None:
+        progress(0, desc=T.LOADING_MODEL.say(lang))
+    return HOLDER.get()
+
+
+def model_fields(loaded, uploads: list[str], lang: str | None, selected: str | None = None) -> tuple:
+    """What a model change updates: the status, the vector list and note, the Extract tab's dataset (the model's
+    language) and the layer sliders' range."""
+    dataset = gr.Radio(value=model_lang(loaded.spec))
+    return (
+        model_status(loaded, lang),
+        *vector_dropdown(loaded, uploads, selected, lang),
+        dataset,
+        *layer_sliders(loaded),
+    )
+
+
 @gpu
-def on_load_model(spec: str, uploads: list[str], progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - the Gradio idiom
+def on_load_model(spec: str, uploads: list[str], lang: str = "en", progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - the Gradio idiom
     """Load a model for everyone; a refusal (a model RULES.policy does not allow) or a failure (e.g. 4-bit without CUDA)
     is shown, never raised. RULES.policy is checked first: a refused spec is never looked up on disk or on the hub."""
     try:
         spec = RULES.policy.check(spec)
         loaded = HOLDER.load(spec, on_status=lambda text: progress(0, desc=text))
     except Exception as exc:  # noqa: BLE001 - any hub model can fail in its own way; show the message
-        gr.Warning(str(exc))
-        return f"⚠ {exc}\n\n{model_status(HOLDER.loaded)}", gr.skip(), gr.skip()
-    return model_status(loaded), *vector_dropdown(loaded, uploads)
+        toast("error", exc, lang)
+        return f"⚠ {html.escape(localized(exc, lang))}\n\n{model_status(HOLDER.loaded, lang)}", *(gr.skip(),) * 6
+    return model_fields(loaded, uploads, lang)
 
 
-def on_page_load(uploads: list[str]):
-    """Show the shared model (loading the bundled one if none), the models RULES.policy offers by name, and the vectors
-    that fit the model."""
-    loaded = HOLDER.get()
+def on_page_load(uploads: list[str], lang: str = "en", progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    """Show the shared model (loading the bundled one if none, with progress), the models RULES.policy offers by
+    name, the vectors that fit the model, the Extract dataset in the model's language and the layer sliders."""
+    loaded = shared_model(lang, progress)
     models = gr.Dropdown(choices=RULES.policy.choices, value=loaded.spec, allow_custom_value=True)
-    return model_status(loaded), models, *vector_dropdown(loaded, uploads)
+    status, *rest = model_fields(loaded, uploads, lang)
+    return status, models, *rest
 
 
-def on_refresh(selected: str | None, uploads: list[str]):
-    return vector_dropdown(HOLDER.get(), uploads, selected)
+def on_language(path: str | None, uploads: list[str], lang: str):
+    """The texts the server wrote, again in the newly chosen language (the page's own labels switch in the browser)."""
+    note = CATALOG.listing(HOLDER.loaded, uploads, path).note if HOLDER.loaded is not None else ""
+    return model_status(HOLDER.loaded, lang), localized(note, lang)
 
 
-def on_upload_vector(files: list[str] | None, uploads: list[str], selected: str | None):
+def on_refresh(selected: str | None, uploads: list[str], lang: str = "en"):
+    return vector_dropdown(HOLDER.get(), uploads, selected, lang)
+
+
+def on_upload_vector(files: list[str] | None, uploads: list[str], selected: str | None, lang: str = "en"):
     """Validate uploaded vector files (a .pt may come with its .json sidecar) and add them to this user's list."""
     if not files:
         return gr.skip(), uploads, gr.skip()
     loaded = HOLDER.get()
-    with user_errors():  # over the size limit
+    with user_errors(lang):  # over the size limit
         added, refused = CATALOG.add_uploads(files, loaded)
     for message in refused:
-        gr.Warning(message)
-    dropdown, note = vector_dropdown(loaded, uploads + added, added[-1] if added else selected)
+        toast("warning", message, lang)
+    dropdown, note = vector_dropdown(loaded, uploads + added, added[-1] if added else selected, lang)
     return dropdown, uploads + added, note
 
 
@@ -159,69 +227,133 @@ def on_extract(
     read_position: str,
     name: str,
     uploads: list[str],
+    lang: str = "en",
     progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
 ):
     """Extract a vector from a dataset into this session's own files (listed to this session only, removed when it
     ends; see steering.catalog) and offer it for download. Every field, the layers' range included, is checked
     before any data is read."""
     loaded = HOLDER.get()
-    with user_errors():
+    with user_errors(lang):
         options = extraction_options(
             dataset, data_file, contrast, max_pairs, layers, method, read_position, loaded.num_layers
         )
     out = CATALOG.extraction_path(str(name or "").strip() or "gyaru")
-    report = lambda done, total: progress((done, total), desc="抽出中 / capturing", unit="texts")  # noqa: E731
+    desc = T.CAPTURING.say(lang)
+    report = lambda done, total: progress((done, total), desc=desc, unit="texts")  # noqa: E731
     try:
-        with user_errors(DatasetError):
+        with user_errors(lang, DatasetError):
             vector, timings = extract_and_save(loaded, out, progress=report, **options)
     except BaseException:
         CATALOG.discard([str(out)])  # a failed extraction leaves no folder behind
         raise
     own = [*(uploads or []), str(out)]
-    files = [str(out), str(out.with_suffix(".json"))]
-    table = stats_frame(vector.stats, vector.meta.suggested_layer)
-    summary = extraction_summary(out.name, vector, timings)
-    return summary, files, table, *vector_dropdown(loaded, own, str(out)), own
+    files = gr.File([str(out), str(out.with_suffix(".json"))], visible=True)
+    table = gr.Dataframe(stats_frame(vector.stats, vector.meta.suggested_layer, lang), visible=True)
+    summary = extraction_summary(out.name, vector, timings, lang)
+    dropdown, note = vector_dropdown(loaded, own, str(out), lang)
+    return summary, files, table, dropdown, note, own, gr.Markdown(visible=True)
 
 
-def on_save_shared(path: str | None, uploads: list[str]):
+def on_save_shared(path: str | None, uploads: list[str], lang: str = "en"):
     """Copy the selected vector (one of this session's own) into the shared vectors folder, where every visitor
     sees it; only on servers that allow it (RULES.shared_saves)."""
     if not RULES.shared_saves:
-        raise gr.Error(NO_SHARED_SAVES)
-    with user_errors():
+        raise gr.Error(html.escape(localized(NO_SHARED_SAVES, lang)))
+    with user_errors(lang):
         target = CATALOG.publish(path, uploads or [])
-    gr.Info(f"共有フォルダに保存 / saved to the shared vectors folder as {target.name}")
-    return vector_dropdown(HOLDER.get(), uploads or [], str(target))
+    toast("info", T.SAVED_SHARED(name=target.name), lang)
+    return vector_dropdown(HOLDER.get(), uploads or [], str(target), lang)
 
 
-def on_layers(path: str | None, series: list[str], uploads: list[str]):
+def on_layers(path: str | None, series: list[str], uploads: list[str], lang: str = "en"):
     """The per-layer chart of the chosen vector, and a note on what it can and cannot show."""
     if not path:  # an empty vector list (fired by the dropdown clearing) is not an error
-        return None, "ベクトルを選んでね / pick a vector to see its layers"
-    vector = open_vector(path, uploads)
-    return layer_figure(vector, series or []), layer_note(vector)
+        return None, T.PICK_VECTOR.say(lang)
+    vector = open_vector(path, uploads, lang)
+    return layer_figure(vector, series or [], lang), layer_note(vector, lang)
 
 
 # --------------------------------------------------------------------------- handlers: chat
 
 
-def chat_setting(setting) -> tuple:
+def chat_setting(setting, loaded=None) -> tuple:
     """The Chat tab's setting controls (layers, strength, scale, mode, apply to, half-life, penalty) showing a
-    SteerSetting or a sweep's Setting."""
+    SteerSetting or a sweep's Setting, then the layer sliders."""
     slider = strength_slider(setting.scale, setting.strength)
     rest = (setting.mode, setting.apply_to, setting.half_life or 0, setting.repetition_penalty)
-    return setting.layers, slider, setting.scale, *rest
+    band = contiguous_band(setting.layers, loaded.num_layers) if loaded is not None else None
+    sliders = (gr.Slider(value=band[0]), gr.Slider(value=band[1] - band[0] + 1)) if band else (gr.skip(), gr.skip())
+    return setting.layers, slider, setting.scale, *rest, *sliders
 
 
-def on_vector_selected(path: str | None, uploads: list[str]):
+def on_vector_selected(
+    path: str | None,
+    uploads: list[str],
+    layers: str = "",
+    strength: float = 0.0,
+    scale: str = "calibrated",
+    mode: str = S.DEFAULT_MODE,
+    apply_to: str = S.DEFAULT_APPLY_TO,
+    half_life: float = 0,
+    penalty: float = 1.0,
+    lang: str = "en",
+):
     """The Chat tab's setting (the vector's recommended one, else the defaults) and example prompts, and the Sweep
-    tab's layer options, strengths, scale and mode for the chosen vector."""
+    tab's layer options, strengths, scale and mode for the chosen vector; a toast says what changed in Chat."""
     if not path:
-        return (gr.skip(),) * 12
-    defaults = vector_defaults(open_vector(path, uploads), HOLDER.spec)
+        return (gr.skip(),) * 14
+    defaults = vector_defaults(open_vector(path, uploads, lang), HOLDER.spec)
+    current = (layers, strength, scale, mode, apply_to, half_life, penalty)
+    notice = defaults_notice(defaults, lang, previous=current)
+    if notice:
+        toast("info", notice, lang)
     sweep = (defaults.sweep_layers, defaults.sweep_strengths, defaults.sweep_scale, defaults.setting.mode)
-    return *chat_setting(defaults.setting), gr.Dropdown(choices=defaults.prompts, value=None), *sweep
+    examples = gr.Dropdown(choices=defaults.prompts, value=None)
+    return *chat_setting(defaults.setting, HOLDER.loaded), examples, *sweep
+
+
+def on_layer_slider(start: float, width: float):
+    """The layers text for the sliders' band (what Chat sends), cut at the model's last layer."""
+    last = HOLDER.loaded.num_layers - 1 if HOLDER.loaded is not None else int(start) + int(width) - 1
+    return format_layers(range(int(start), min(int(start) + int(width) - 1, last) + 1))
+
+
+def on_strength_note(path, strength: float, scale: str, mode: str, apply_to: str, penalty: float, uploads, lang="en"):
+    """Under the strength slider: where this vector's own evaluation saw text break, and whether `strength` is past it."""
+    if not path:
+        return ""
+    try:
+        vector = CATALOG.open(path, uploads or [])
+    except ValueError:
+        return ""
+    like = dict(apply_to=apply_to, repetition_penalty=penalty)
+    return strength_note(vector, strength, lang, scale=scale, mode=mode, **like)
+
+
+def chat_views(message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed,
+               repetition_penalty, history, uploads, mode, half_life, lang, meter):  # fmt: skip
+    """The plain and steered replies of one turn as views (see chat.stream_turn); library errors come out raised."""
+    loaded = HOLDER.get()
+    turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
+    vector = CATALOG.open(path, uploads or [])
+    steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
+    settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
+    warning = strength_warning(steering)  # a non-finite strength is refused here
+    if warning:
+        toast("warning", warning, lang)
+    notice = language_notice(turn.message, model_lang(loaded.spec))
+    if notice:
+        toast("info", notice, lang)
+    reply_lang = S.default_lang(vector.meta.lang, loaded.spec)
+    on_notice = lambda text: toast("info", text, lang)  # noqa: E731
+    meter_layer = default_meter_layer(steering, loaded.num_layers) if meter else None
+    turns = stream_turn(
+        loaded, turn, steering, settings, reply_lang, on_notice=on_notice, scheduler=SCHEDULER,
+        meter_layer=meter_layer, ui_lang=lang,
+    )  # fmt: skip
+    with closing(turns) as views:  # when the client goes away, its rows leave SCHEDULER's batch at the next token
+        yield from views
 
 
 @gpu
@@ -240,36 +372,74 @@ def on_chat(
     uploads: list[str] | None = None,
     mode: str = S.DEFAULT_MODE,
     half_life: float | None = None,
+    lang: str = "en",
+    meter: bool = False,
 ):
-    """Stream the plain (strength 0) and steered (strength s) replies from ONE batched generate call; each column
-    continues its own conversation."""
-    loaded = HOLDER.get()
-    with user_errors():
-        turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
-    vector = open_vector(path, uploads)
-    with user_errors():
-        steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
-        settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
-        warning = strength_warning(steering)  # a non-finite strength is refused here
-    warn(warning)
-    lang = S.default_lang(vector.meta.lang, loaded.spec)
-    try:  # closing(): when the client goes away, its rows leave SCHEDULER's batch at the next token
-        turns = stream_turn(loaded, turn, steering, settings, lang, on_notice=gr.Warning, scheduler=SCHEDULER)
-        with closing(turns) as views:
-            for view in views:
-                yield *view, ""
-    except (ValueError, VectorFileError) as exc:
-        raise gr.Error(str(exc)) from None
-    except SchedulerBusy:
-        raise gr.Error("混雑中です / the server is busy, try again in a moment") from None
-    except Exception as exc:  # noqa: BLE001 - anything inside generate (out of memory, a model bug): tell the user
-        LOG.exception("generation failed")
-        raise gr.Error(f"生成に失敗しました / generation failed: {type(exc).__name__}: {exc}") from None
+    """Stream the plain (strength 0) and steered (strength s) replies from ONE batched generation; each column
+    continues its own conversation. For HTTP clients: a problem is raised as an error."""
+    args = (message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed, repetition_penalty)
+    try:
+        yield from chat_views(*args, history, uploads, mode, half_life, lang, meter)
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the client as a message
+        raise gr.Error(html.escape(chat_failure(exc, lang), quote=False)) from None
+
+
+@gpu
+def on_page_chat(message: str | None, *rest):
+    """The page's stream (after on_send took the message): as on_chat, but a problem is a toast and the chat, the
+    message box and the settings stay as they were."""
+    if message is None:  # on_send refused it (and said why)
+        return
+    try:
+        yield from chat_views(message, *rest)
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a toast
+        toast("error", chat_failure(exc, rest[-2]), rest[-2])
+
+
+def chat_failure(exc: Exception, lang: str | None) -> str:
+    """What went wrong in a chat, in the page's language (an unexpected failure is logged with its traceback)."""
+    if isinstance(exc, (ValueError, VectorFileError)):
+        return localized(exc, lang)
+    if isinstance(exc, SchedulerBusy):
+        return T.BUSY.say(lang)
+    LOG.exception("generation failed")  # out of memory, a model bug: the user still hears of it
+    return T.GENERATION_FAILED.say(lang, error=f"{type(exc).__name__}: {exc}")
+
+
+def on_send(message: str, busy: bool, lang: str = "en"):
+    """Take the typed message for the stream and empty the box; while a reply streams, or for a blank or oversized
+    message, say so and leave the box as it is. Also shows Stop in place of Send."""
+    skip = (gr.skip(),) * 5
+    if busy:
+        toast("warning", T.STILL_REPLYING, lang)
+        return skip
+    try:
+        text = user_text(message, max_message_chars(HOLDER.loaded) if HOLDER.loaded is not None else None)
+    except ValueError as exc:
+        toast("error", exc, lang)
+        return skip
+    return "", text, True, gr.Button(visible=False), gr.Button(visible=True)
+
+
+def on_stream_end():
+    """The reply ended or was stopped: Send is back."""
+    return False, gr.Button(visible=True), gr.Button(visible=False)
 
 
 def on_clear():
-    """Empty both columns, their score lines and this user's chat history."""
-    return [], [], "", "", new_history()
+    """Stop any reply and empty both columns, their score lines, the meter and this user's chat history."""
+    return [], [], "", "", new_history(), "", *on_stream_end()
+
+
+def on_clear_column(side: str):
+    """A column's own trash icon: that column's conversation starts afresh (the other keeps its own)."""
+
+    def clear(history: dict | None):
+        kept = {**(history or new_history()), side: []}
+        return ("", kept, "") if side == "steered" else ("", kept)
+
+    clear.__name__ = f"on_clear_{side}"
+    return clear
 
 
 # --------------------------------------------------------------------------- handlers: sweep
@@ -287,40 +457,45 @@ def on_sweep(
     mode: str = S.DEFAULT_MODE,
     apply_to: str = S.DEFAULT_APPLY_TO,
     uploads: list[str] | None = None,
+    lang: str = "en",
     progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
 ):
     """Greedy replies over a layers × strength grid on the vector's language prompts: marker and broken share
     heatmaps, a table, the recommended cell, and the cells to pick from for the Chat tab. Uses the Chat tab's
     apply-to and repetition penalty, so a picked cell behaves in Chat as it did here."""
-    vector = open_vector(path, uploads)
+    vector = open_vector(path, uploads, lang)
     loaded = HOLDER.get()
-    with user_errors():
+    with user_errors(lang):
         grid = sweep_grid(vector, layer_options, strengths, loaded.num_layers, scale, mode, apply_to)
-    warn(grid.warning)
-    progress(0, desc=f"スイープ中 / sweeping {grid.size} cells")
-    report = lambda done, total: progress((done, total), desc="スイープ中 / sweeping", unit="replies")  # noqa: E731
-    with user_errors(VectorFileError):
+    if grid.warning:
+        toast("warning", grid.warning, lang)
+    desc = T.SWEEPING.say(lang, cells=grid.size)
+    progress(0, desc=desc)
+    report = lambda done, total: progress((done, total), desc=desc, unit="cells")  # noqa: E731
+    with user_errors(lang, VectorFileError):
         cells = grid.run(loaded, vector, n_prompts, max_new_tokens, repetition_penalty, progress=report)
     best = recommend(cells)
     picks = SweepPicks.of(cells, best, path)
-    heatmaps = heatmap(cells, "marker_share"), heatmap(cells, "broken_share")
+    heatmaps = heatmap(cells, "marker_share", lang), heatmap(cells, "broken_share", lang)
     cell_list = gr.Dropdown(choices=picks.labels, value=picks.default_label())
-    return *heatmaps, sweep_frame(cells), best_line(best), cell_list, picks
+    return *heatmaps, sweep_frame(cells, lang), best_line(best, lang), cell_list, picks
 
 
-def on_apply_cell(label: str | None, picks: SweepPicks | None, current_path: str | None):
+def on_apply_cell(label: str | None, picks: SweepPicks | None, current_path: str | None, lang: str = "en"):
     """The Chat tab set to a swept cell's setting (layers, strength, scale, mode, apply-to, ...), and shown."""
-    with user_errors():
+    with user_errors(lang):
         setting = picked_setting(picks, label)
-    warn(picks.notice(current_path))
-    return *chat_setting(setting), gr.Tabs(selected="chat")
+    notice = picks.notice(current_path)
+    if notice:
+        toast("warning", notice, lang)
+    return *chat_setting(setting, HOLDER.loaded), gr.Tabs(selected="chat")
 
 
-def on_apply_best(picks: SweepPicks | None, current_path: str | None):
+def on_apply_best(picks: SweepPicks | None, current_path: str | None, lang: str = "en"):
     """The Chat tab set to the recommended cell's setting, and shown."""
-    with user_errors():
+    with user_errors(lang):
         best_setting(picks)  # refuses when there is no sweep, or it recommended nothing
-    return on_apply_cell(picks.best, picks, current_path)
+    return on_apply_cell(picks.best, picks, current_path, lang)
 
 
 def on_pick_row(picks: SweepPicks | None, evt: gr.SelectData):
@@ -338,6 +513,7 @@ def launch_kwargs(api: bool = True) -> dict:
         max_file_size=f"{MAX_UPLOAD_MB}mb",
         allowed_paths=[str(CATALOG.folder)],
         footer_links=["api", "settings"],
+        i18n=T.I18N,
         app_kwargs={"routes": API.routes} if api else None,
     )
 

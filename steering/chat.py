@@ -4,7 +4,12 @@ inside the functions that steer or generate).
 
 Two columns, plain (strength 0) and steered (strength s), each continue their own conversation: the steered
 column's model sees its own earlier replies; both rows still run in one batched generate call. Messages are
-{"role", "content"} dicts with the raw text; `shown` escapes them for display.
+{"role", "content"} dicts with the raw text; `shown` escapes them for display. With a meter layer, the steered reply
+also comes as meter.py's coloured HTML (each token's projection at that layer, recorded during the generation).
+
+Two languages meet here: `lang` is the vector's (the replies') language, which the judge scores in; `ui_lang` is
+the page's ("en"/"ja"), which every displayed text (labels, score lines, the meter's caption, errors via
+messages.localized) is said in.
 """
 
 from __future__ import annotations
@@ -16,12 +21,56 @@ from contextlib import closing
 from dataclasses import dataclass
 
 from .judge import ReplyScore, score_reply
+from .messages import Message, Text, localized
 
 SIDES = ("plain", "steered")  # the chat columns, in row order of the batched generate call
-LABELS = {"plain": "ふつう / Plain", "steered": "ギャル / Steered"}
+# Each column's label: a messages.Message (its English str; `.in_lang("ja")` or column_label for the page's).
+LABELS: dict[str, Message] = {"plain": Text(en="Plain", ja="ふつう")(), "steered": Text(en="Steered", ja="ギャル")()}
 History = dict[str, list[dict]]
-# What the app shows for a turn: plain messages, steered messages, their score lines, and the history to keep.
-TurnView = tuple[list[dict], list[dict], str, str, History]
+# What the app shows for a turn: plain messages, steered messages, their score lines, the history to keep, and the
+# steered reply's gyaru meter HTML ("" when the meter is off).
+TurnView = tuple[list[dict], list[dict], str, str, History, str]
+
+WRITE_FIRST = Text(en="write a message first", ja="メッセージを書いてね")
+TOO_LONG = Text(
+    en="the message is {chars:,} characters, over the {limit:,}-character limit for one message; shorten it",
+    ja="メッセージが長すぎます: {chars:,} 文字で、1通の上限 {limit:,} 文字を超えています。短くしてね",
+)
+HALF_LIFE_NAN = Text(
+    en="half-life: {value!r} is not a number of tokens (0 or empty = constant)",
+    ja="半減期: {value!r} はトークン数ではありません (0 か空欄 = 一定)",
+)
+HALF_LIFE_BAD = Text(
+    en="half-life: {value!r} must be a positive number of tokens (0 or empty = constant)",
+    ja="半減期: {value!r} は正のトークン数にしてね (0 か空欄 = 一定)",
+)
+SCORE = Text(
+    en="style {style:.1f} / 100 chars — markers: {markers}", ja="スタイル {style:.1f} / 100文字 — マーカー: {markers}"
+)
+NO_MARKERS = Text(en="none", ja="なし")
+BREAKS_AT = Text(en="breaks at character {char}", ja="{char}文字目で崩れる")
+BREAKS = Text(en="breaks", ja="崩れる")
+BROKEN = Text(en="broken", ja="崩れ")
+ENGLISH_ONLY = Text(
+    en="This model only knows English: a Japanese message gets a poor reply, and the gyaru vector needs a "
+    "Japanese-capable model such as Qwen2.5.",
+    ja="このモデルは英語しか知りません: 日本語のメッセージにはまともに返事できず、ギャルのベクトルには Qwen2.5 "
+    "のような日本語のできるモデルが必要です。",
+)
+_JAPANESE = (("\u3040", "\u30ff"), ("\u3400", "\u4dbf"), ("\u4e00", "\u9fff"), ("\uff66", "\uff9f"))
+
+
+def column_label(side: str, ui_lang: str = "en") -> str:
+    """A column's label ("plain"/"steered") in the page's language."""
+    return LABELS[side].in_lang(ui_lang)
+
+
+def language_notice(message: str, model_lang: str) -> Message | None:
+    """A notice when `message` holds Japanese (kana or kanji) and the model speaks English only (`model_lang`,
+    settings.model_lang of its spec, is "en"); None otherwise."""
+    if model_lang != "en" or not any(lo <= c <= hi for c in str(message or "") for lo, hi in _JAPANESE):
+        return None
+    return ENGLISH_ONLY()
 
 
 def new_history() -> History:
@@ -34,12 +83,9 @@ def user_text(message: str | None, max_chars: int | None = None) -> str:
     tokenizes it)."""
     text = str(message or "").strip()
     if not text:
-        raise ValueError("メッセージを書いてね / write a message first")
+        raise ValueError(WRITE_FIRST())
     if max_chars is not None and len(text) > max_chars:
-        raise ValueError(
-            f"メッセージが長すぎます / the message is {len(text):,} characters, over the {max_chars:,}-character "
-            "limit for one message; shorten it"
-        )
+        raise ValueError(TOO_LONG(chars=len(text), limit=max_chars))
     return text
 
 
@@ -51,9 +97,9 @@ def parse_half_life(value: float | str | None) -> float | None:
     try:
         tokens = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"half-life: {value!r} is not a number of tokens (0 or empty = constant)") from None
+        raise ValueError(HALF_LIFE_NAN(value=value)) from None
     if not math.isfinite(tokens) or tokens < 0:
-        raise ValueError(f"half-life: {value!r} must be a positive number of tokens (0 or empty = constant)")
+        raise ValueError(HALF_LIFE_BAD(value=value))
     return tokens or None
 
 
@@ -63,25 +109,28 @@ def shown(messages: Sequence[dict]) -> list[dict]:
     return [{"role": m["role"], "content": html.escape(m["content"], quote=False) or "…"} for m in messages]
 
 
-def score_text(score: ReplyScore) -> str:
-    """What the judge found in one reply: style, the markers, and where (and why) it breaks."""
-    markers = ", ".join(score.markers) or "none"
-    line = f"style {score.style:.1f} / 100 chars — markers: {markers}"
+def score_text(score: ReplyScore, ui_lang: str = "en") -> str:
+    """What the judge found in one reply, in the page's language: style, the markers, and where (and why) it
+    breaks (marker and reason names are the judge's own ids)."""
+    markers = ", ".join(score.markers) or NO_MARKERS.say(ui_lang)
+    line = SCORE.say(ui_lang, style=score.style, markers=markers)
     if score.broken:
-        reasons = ", ".join(score.reasons) or "broken"
-        where = f"breaks at character {score.onset_char}" if score.onset_char is not None else "breaks"
+        reasons = ", ".join(score.reasons) or BROKEN.say(ui_lang)
+        where = BREAKS_AT.say(ui_lang, char=score.onset_char) if score.onset_char is not None else BREAKS.say(ui_lang)
         line += f" — ⚠ {where} ({reasons})"
     return line
 
 
-def score_line(text: str, lang: str, label: str) -> str:
-    """The Markdown line under a reply: its label and score_text (HTML-escaped)."""
-    return f"**{label}** — {html.escape(score_text(score_reply(text, lang)), quote=False)}"
+def score_line(text: str, lang: str, label: str, ui_lang: str = "en") -> str:
+    """The Markdown line under a reply judged in `lang`: its label (a Message is said in `ui_lang`) and score_text
+    in `ui_lang`, HTML-escaped."""
+    line = score_text(score_reply(text, lang), ui_lang)
+    return f"**{html.escape(localized(label, ui_lang), quote=False)}** — {html.escape(line, quote=False)}"
 
 
-def pending_line(label: str) -> str:
+def pending_line(label: str, ui_lang: str = "en") -> str:
     """The line under a reply still being written (it is judged once complete)."""
-    return f"**{label}** — …"
+    return f"**{html.escape(localized(label, ui_lang), quote=False)}** — …"
 
 
 @dataclass(frozen=True)
@@ -115,12 +164,17 @@ class Turn:
             for side, text in zip(SIDES, texts)
         }
 
-    def view(self, texts: Sequence[str], done: bool, lang: str) -> TurnView:
+    def view(self, texts: Sequence[str], done: bool, lang: str, ui_lang: str = "en", meter: str = "") -> TurnView:
         """What the two columns show for these replies: escaped messages and, once `done`, each reply's score line
-        and the history with the turn appended (before that, the history as it was)."""
+        (judged in `lang`, said in `ui_lang`) and the history with the turn appended (before that, the history as
+        it was); `meter` (the steered reply's meter HTML, or "") rides along last."""
         columns = self.with_replies(texts)
-        lines = [score_line(t, lang, LABELS[s]) if done else pending_line(LABELS[s]) for s, t in zip(SIDES, texts)]
-        return shown(columns["plain"]), shown(columns["steered"]), lines[0], lines[1], columns if done else self.history
+        lines = [
+            score_line(t, lang, LABELS[s], ui_lang) if done else pending_line(LABELS[s], ui_lang)
+            for s, t in zip(SIDES, texts)
+        ]
+        history = columns if done else self.history
+        return shown(columns["plain"]), shown(columns["steered"]), lines[0], lines[1], history, meter
 
 
 def column_steering(
@@ -166,36 +220,62 @@ def stream_turn(
     lang: str,
     on_notice: Callable[[str], None] | None = None,
     scheduler=None,
+    meter_layer: int | None = None,
+    ui_lang: str = "en",
 ) -> Iterator[TurnView]:
     """Both columns' replies from ONE batched generate call (rows: strength 0 and the steering's strength): a view
     before the first token and after each step, then the judged view with the new history. Closing the iterator
     stops the generate call (and removes its hooks) at once. `on_notice` hears about a conversation cut to fit the
-    context.
+    context. Replies are judged in `lang`; texts are said in `ui_lang`.
 
     With a `scheduler` (steering.scheduler.Scheduler) the two rows (plain, and steered) join the scheduler's next
     batch with every other waiting chat instead of a generate call of their own; closing the iterator cancels them.
-    Its SchedulerBusy and ValueError come at the first step, before any view."""
-    from .generate import stream_rows
+    Its SchedulerBusy and ValueError come at the first step, before any view.
 
+    With `meter_layer` (see meter.default_meter_layer) both rows record the gyaru meter at that layer during the
+    generation, and each view's last item is the steered reply as meter.turn_meter_html (its tokens coloured by
+    their projection relative to the plain reply's mean so far); without a scheduler a private one runs the turn.
+    A layer where the vector has no direction is a ValueError at the first step. Without it the item is ""."""
+    if meter_layer is not None and scheduler is None:
+        from .scheduler import Scheduler
+
+        private = Scheduler(max_batch_rows=len(SIDES), max_queue=1, gather_seconds=0.0)
+        try:
+            yield from stream_turn(loaded, turn, steering, settings, lang, on_notice, private, meter_layer, ui_lang)
+        finally:
+            private.close()
+        return
     texts = [""] * len(SIDES)
     if scheduler is None:
-        yield turn.view(texts, False, lang)
+        from .generate import stream_rows
+
+        yield turn.view(texts, False, lang, ui_lang)
         stream = stream_rows(loaded, turn.contexts(), [0.0, float(steering.strength)], steering, settings, on_notice)
         with closing(stream):
             for texts in stream:
-                yield turn.view(texts, False, lang)
-        yield turn.view(texts, True, lang)
+                yield turn.view(texts, False, lang, ui_lang)
+        yield turn.view(texts, True, lang, ui_lang)
         return
+    from .meter import turn_meter_html
     from .scheduler import Row
 
-    plain, steered = turn.contexts()
-    ticket = scheduler.submit(loaded, [Row(plain, None, settings), Row(steered, steering, settings)])
+    def meter(pieces: Sequence | None) -> str:
+        if meter_layer is None:
+            return ""
+        plain, steered = pieces or (None, [])
+        return turn_meter_html(steered, plain, steering.vector, meter_layer, ui_lang)
+
+    contexts = turn.contexts()
+    rows = [Row(context, plan, settings, meter_layer=meter_layer) for context, plan in zip(contexts, (None, steering))]
+    ticket = scheduler.submit(loaded, rows)
     try:  # however the reader leaves (even before the first token), its rows stop
         if ticket.notice and on_notice:
             on_notice(ticket.notice)
-        yield turn.view(texts, False, lang)
-        for texts in ticket.stream():
-            yield turn.view(texts, False, lang)
-        yield turn.view(texts, True, lang)
+        yield turn.view(texts, False, lang, ui_lang, meter(None))
+        update = None
+        for update in ticket.updates():
+            yield turn.view(update.texts, False, lang, ui_lang, meter(update.pieces))
+        texts, pieces = (update.texts, update.pieces) if update is not None else (texts, None)
+        yield turn.view(texts, True, lang, ui_lang, meter(pieces))
     finally:
         ticket.cancel()  # (nothing left to stop once it is done)

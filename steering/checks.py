@@ -8,7 +8,31 @@ import argparse
 import math
 import numbers
 
+from .messages import Text
+from .readers import composed
+
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+
+# `what` names the argument ('--batch-size', 'max_new_tokens'); bounds and values come formatted as text.
+NOT_WHOLE = Text(en="{what} must be a whole number, got {value}", ja="{what} は整数にしてください（{value} でした）")
+NOT_A_NUMBER = Text(en="{what} must be a number, got {value}", ja="{what} は数にしてください（{value} でした）")
+NOT_FINITE = Text(
+    en="{what} must be a finite number, got {value}", ja="{what} は有限の数にしてください（{value} でした）"
+)
+AT_LEAST = Text(
+    en="{what} must be at least {bound}, got {value}", ja="{what} は {bound} 以上にしてください（{value} でした）"
+)
+AT_MOST = Text(
+    en="{what} must be at most {bound}, got {value}", ja="{what} は {bound} 以下にしてください（{value} でした）"
+)
+ABOVE = Text(
+    en="{what} must be greater than {bound}, got {value}",
+    ja="{what} は {bound} より大きくしてください（{value} でした）",
+)
+BELOW = Text(
+    en="{what} must be less than {bound}, got {value}", ja="{what} は {bound} 未満にしてください（{value} でした）"
+)
+VALUE = Text(en="value", ja="値")
 
 
 class NumberError(argparse.ArgumentTypeError, ValueError):
@@ -16,8 +40,9 @@ class NumberError(argparse.ArgumentTypeError, ValueError):
     CLI (which then prints `error: --NAME MESSAGE` and exits with code 2)."""
 
 
-def _named(what: str | None, message: str) -> NumberError:
-    return NumberError(f"{what} {message}" if what else message)
+def _named(what: str | None, text: Text, value, bound=None) -> NumberError:
+    """The error `text` says about `value` (text already; `bound` the limit it broke) for the argument `what`."""
+    return NumberError(composed(text, what=what or VALUE(), value=value, bound=bound))
 
 
 def check_int(value, what: str | None = None, minimum: int | None = 1, maximum: int | None = None) -> int:
@@ -28,12 +53,12 @@ def check_int(value, what: str | None = None, minimum: int | None = 1, maximum: 
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         number = int(value)
     if isinstance(number, bool) or not isinstance(number, numbers.Integral):
-        raise _named(what, f"must be a whole number, got {value!r}")
+        raise _named(what, NOT_WHOLE, repr(value))
     number = int(number)
     if minimum is not None and number < minimum:
-        raise _named(what, f"must be at least {minimum}, got {number}")
+        raise _named(what, AT_LEAST, number, minimum)
     if maximum is not None and number > maximum:
-        raise _named(what, f"must be at most {maximum}, got {number}")
+        raise _named(what, AT_MOST, number, maximum)
     return number
 
 
@@ -47,18 +72,18 @@ def check_float(
 ) -> float:
     """`value` as a finite float within the bounds (minimum/maximum inclusive, above/below exclusive)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _named(what, f"must be a number, got {value!r}")
+        raise _named(what, NOT_A_NUMBER, repr(value))
     number = float(value)
     if not math.isfinite(number):
-        raise _named(what, f"must be a finite number, got {number}")
-    if minimum is not None and number < minimum:
-        raise _named(what, f"must be at least {minimum:g}, got {number:g}")
-    if maximum is not None and number > maximum:
-        raise _named(what, f"must be at most {maximum:g}, got {number:g}")
-    if above is not None and number <= above:
-        raise _named(what, f"must be greater than {above:g}, got {number:g}")
-    if below is not None and number >= below:
-        raise _named(what, f"must be less than {below:g}, got {number:g}")
+        raise _named(what, NOT_FINITE, number)
+    for bound, broken, text in (
+        (minimum, lambda b: number < b, AT_LEAST),
+        (maximum, lambda b: number > b, AT_MOST),
+        (above, lambda b: number <= b, ABOVE),
+        (below, lambda b: number >= b, BELOW),
+    ):
+        if bound is not None and broken(bound):
+            raise _named(what, text, f"{number:g}", f"{bound:g}")
     return number
 
 
@@ -66,7 +91,7 @@ def check_seed(value, what: str | None = "seed") -> int:
     """A random seed: a whole number from 0 to 2**63 - 1 (a signed 64-bit integer, as torch and numpy take it)."""
     number = check_int(value, what, minimum=0)
     if number > MAX_SEED:
-        raise _named(what, f"must be at most 2**63 - 1 ({MAX_SEED}), got {number}")
+        raise _named(what, AT_MOST, number, f"2**63 - 1 ({MAX_SEED})")
     return number
 
 
@@ -74,14 +99,14 @@ def _parsed_int(text: str, what: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise _named(what, f"must be a whole number, got {text!r}") from None
+        raise _named(what, NOT_WHOLE, repr(text)) from None
 
 
 def _parsed_float(text: str, what: str) -> float:
     try:
         return float(text.strip())
     except ValueError:
-        raise _named(what, f"must be a number, got {text!r}") from None
+        raise _named(what, NOT_A_NUMBER, repr(text)) from None
 
 
 def int_arg(what: str, minimum: int | None = 1, maximum: int | None = None):

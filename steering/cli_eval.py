@@ -90,8 +90,11 @@ def cmd_sweep(args) -> int:
         for path in write_report(cells, args.report, f"sweep_{vector.name}", f"Sweep: {vector.name}"):
             print(f"wrote {path}", file=sys.stderr)
     if args.recommend and rec and vector.path and vector.path.suffix == ".pt":
+        from .vector_view import record_evidence
+
         rec.evidence = f"sweep of {len(prompts)} prompts at {args.max_new_tokens} new tokens"
         vector.meta.recommended = rec
+        record_evidence(vector, cells, args.max_new_tokens)  # the app warns past the strength where text broke
         save_vector(vector, vector.path, overwrite=True)
     rec_dict = rec.to_dict() if rec else None
     if args.json:
@@ -149,6 +152,9 @@ def _ship(vector, study, loaded, folder: Path, lang: str) -> Path:
             "this is the one with the most replies that are gal and readable"
         ),
     )
+    from .vector_view import record_evidence
+
+    record_evidence(vector, study.dev_cells, study.plan.max_new_tokens)  # the app warns past where text broke
     name = "gal_en" if lang == "en" else f"gyaru_{lang}"
     return save_vector(vector, folder / f"{loaded.name.lower()}_{name}.pt", overwrite=True)
 

@@ -19,16 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .messages import Text
 from .readers import (
+    EXPECTED_STRING,
+    ITEM,
+    LINE,
     DatasetError,
     HeaderCheck,
     check_file,
+    composed,
     decoded_lines,
     error_at,
     file_sha256,
     iter_jsonl,
     json_type,
+    location,
     records,
+    rendered,
     shown_path,
     sniff,
     text_field,
@@ -44,6 +51,50 @@ OPTIONAL = ("id", "topic", "casual")
 AASHI = "あーし"
 
 _LANG_SAMPLE = 20
+
+UNKNOWN_BUNDLED = Text(
+    en="unknown bundled dataset {name!r}: expected one of {choices}",
+    ja="同梱データセット {name!r} はありません: {choices} のどれかにしてください",
+)
+UNKNOWN_CONTRAST = Text(
+    en='unknown contrast "{contrast}": expected one of {choices}',
+    ja="コントラスト「{contrast}」は不明です: {choices} のどれかにしてください",
+)
+BOTH = Text(en="{first} and {second}", ja="{first} と {second}")
+NO_KEYS = Text(en="no keys", ja="キーなし")
+NOT_PAIRS = Text(
+    en="this does not look like a contrast-pair file: found keys {found}; expected {required} (optional: {optional})",
+    ja="コントラストペアのファイルではないようです: キーは {found} でした。{required} が必要です（任意: {optional}）",
+)
+MISSING_COLUMN = Text(en="missing column (the header has: {header})", ja="列がありません（ヘッダーにある列: {header}）")
+EXPECTED_OBJECT = Text(en="expected a JSON object, got {found}", ja="JSON オブジェクトにしてください（{found} でした）")
+MISSING_IN_ENTRIES = Text(
+    en='{shown}: contrast "{contrast}" needs column "{column}", which is missing in {missing} of {total} entries: '
+    "{listed}{more}",
+    ja="{shown}: コントラスト「{contrast}」には列「{column}」が必要ですが、{total} 件中 {missing} 件にありません: "
+    "{listed}{more}",
+)
+ENTRY_AT = Text(en="{where} (id {id})", ja="{where}（id は {id}）")
+AND_MORE = Text(en=" and {n} more", ja=" ほか {n} 件")
+AT_LEAST_ONE = Text(en="{name} must be at least 1, got {value}", ja="{name} は 1 以上にしてください（{value} でした）")
+DUPLICATE_ID = Text(en='duplicate id "{id}" (first used at {first})', ja="id「{id}」が重複しています（最初は {first}）")
+NO_ENTRIES = Text(
+    en="no entries (the file holds only blank lines or an empty list)",
+    ja="エントリーがありません（空行か空のリストしかありません）",
+)
+BAD_HELDOUT = Text(
+    en="heldout_fraction must be in [0, 1), got {value}",
+    ja="heldout_fraction は 0 以上 1 未満にしてください（{value} でした）",
+)
+NO_PROMPTS = Text(en="no prompts (the file holds only blank lines)", ja="プロンプトがありません（空行しかありません）")
+PROMPT_TOO_LONG = Text(
+    en="prompt: {length:,} characters, over the {limit:,}-character limit for one message",
+    ja="プロンプト: {length:,} 文字あり、1 メッセージの上限 {limit:,} 文字を超えています",
+)
+PROMPT_LINE_TOO_LONG = Text(
+    en="prompt of {length:,} characters, over the limit of {limit:,}",
+    ja="プロンプトが {length:,} 文字あり、上限 {limit:,} 文字を超えています",
+)
 
 T = TypeVar("T")
 
@@ -92,16 +143,14 @@ def resolve_path(path: str | Path) -> Path:
     if key in BUNDLED:
         return BUNDLED[key]
     if text.startswith("bundled:"):
-        raise DatasetError(
-            f"unknown bundled dataset {text!r}: expected one of " + ", ".join(f"bundled:{k}" for k in BUNDLED)
-        )
+        raise DatasetError(UNKNOWN_BUNDLED(name=text, choices=", ".join(f"bundled:{k}" for k in BUNDLED)))
     return Path(path)
 
 
 def check_contrast(contrast: str) -> None:
     """Refuse a contrast name that is not one of CONTRASTS."""
     if contrast not in CONTRASTS:
-        raise DatasetError(f'unknown contrast "{contrast}": expected one of {", ".join(CONTRASTS)}')
+        raise DatasetError(UNKNOWN_CONTRAST(contrast=contrast, choices=", ".join(CONTRASTS)))
 
 
 def _negative_column(contrast: str) -> str:
@@ -117,13 +166,9 @@ def _check_pair_keys(keys: Sequence[str], shown: str, where: str) -> None:
     """Refuse a record or header holding neither `standard` nor `gyaru`: the file is not contrast pairs."""
     if any(k in keys for k in REQUIRED):
         return
-    has = ", ".join(str(k) for k in keys) or "no keys"
-    raise error_at(
-        shown,
-        where,
-        f"this does not look like a contrast-pair file: found keys {has}; "
-        f"expected {' and '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})",
-    )
+    has = ", ".join(str(k) for k in keys) or NO_KEYS()
+    required = BOTH(first=REQUIRED[0], second=REQUIRED[1])
+    raise error_at(shown, where, composed(NOT_PAIRS, found=has, required=required, optional=", ".join(OPTIONAL)))
 
 
 def _check_pair_header(shown: str) -> HeaderCheck:
@@ -133,7 +178,7 @@ def _check_pair_header(shown: str) -> HeaderCheck:
         _check_pair_keys(header, shown, where)
         for key in REQUIRED:
             if key not in header:
-                raise error_at(shown, where, f"missing column (the header has: {', '.join(header)})", field=key)
+                raise error_at(shown, where, MISSING_COLUMN(header=", ".join(header)), field=key)
 
     return check
 
@@ -144,7 +189,7 @@ def _entry_id(record: dict, shown: str, where: str, default: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise error_at(shown, where, f"expected a string, got {type(value).__name__}", field="id")
+        raise error_at(shown, where, EXPECTED_STRING(kind=type(value).__name__), field="id")
     return str(value).strip()
 
 
@@ -154,7 +199,7 @@ def _topic(record: dict, shown: str, where: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise error_at(shown, where, f"expected a string, got {type(value).__name__}", field="topic")
+        raise error_at(shown, where, EXPECTED_STRING(kind=type(value).__name__), field="topic")
     return value.strip() or None
 
 
@@ -163,7 +208,7 @@ def _make_entry(
 ) -> Entry:
     """Validate one raw record and turn it into an Entry (texts longer than `max_chars` are refused)."""
     if not isinstance(record, dict):
-        raise error_at(shown, where, f"expected a JSON object, got {json_type(record)}")
+        raise error_at(shown, where, composed(EXPECTED_OBJECT, found=json_type(record)))
     return Entry(
         id=_entry_id(record, shown, where, default_id),
         topic=_topic(record, shown, where),
@@ -187,13 +232,15 @@ def _check_columns(entries: Sequence[Entry], contrast: str, path: Path) -> None:
     missing = [e for e in entries if getattr(e, column) is None]
     if not missing:
         return
-    shown, unit = shown_path(path), location_unit(path)
-    listed = ", ".join(f"{unit} {e.line} (id {e.id})" for e in missing[:5])
-    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    raise DatasetError(
-        f'{shown}: contrast "{contrast}" needs column "{column}", which is missing '
-        f"in {len(missing)} of {len(entries)} entries: {listed}{more}"
-    )
+    shown, unit = shown_path(path), ITEM if location_unit(path) == "item" else LINE
+
+    def say(lang: str) -> str:
+        listed = ", ".join(ENTRY_AT.say(lang, where=unit.say(lang, n=e.line), id=e.id) for e in missing[:5])
+        more = AND_MORE.say(lang, n=len(missing) - 5) if len(missing) > 5 else ""
+        params = {"contrast": contrast, "column": column, "missing": len(missing), "total": len(entries)}
+        return MISSING_IN_ENTRIES.say(lang, shown=shown, listed=listed, more=more, **params)
+
+    raise DatasetError(rendered(say))
 
 
 def _columns(entries: Sequence[Entry]) -> tuple[str, ...]:
@@ -221,9 +268,9 @@ def load_dataset(
     if contrast is not None:
         check_contrast(contrast)
     if max_entries is not None and max_entries < 1:
-        raise DatasetError(f"max_entries must be at least 1, got {max_entries}")
+        raise DatasetError(AT_LEAST_ONE(name="max_entries", value=max_entries))
     if max_text_chars is not None and max_text_chars < 1:
-        raise DatasetError(f"max_text_chars must be at least 1, got {max_text_chars}")
+        raise DatasetError(AT_LEAST_ONE(name="max_text_chars", value=max_text_chars))
     resolved = resolve_path(path)
     shown = shown_path(resolved)
     check_file(resolved, shown)
@@ -251,7 +298,9 @@ def _read_entries(path: Path, shown: str, max_entries: int | None, max_chars: in
                 _check_pair_keys(list(record), shown, where)
             entry = _make_entry(record, number, where, shown, f"{path.stem}-{len(entries) + 1:04d}", max_chars)
             if entry.id in seen:
-                raise error_at(shown, where, f'duplicate id "{entry.id}" (first used at {seen[entry.id]})', field="id")
+                raise error_at(
+                    shown, where, composed(DUPLICATE_ID, id=entry.id, first=location(seen[entry.id])), field="id"
+                )
             seen[entry.id] = where
             entries.append(entry)
             if max_entries is not None and len(entries) >= max_entries:
@@ -259,7 +308,7 @@ def _read_entries(path: Path, shown: str, max_entries: int | None, max_chars: in
     finally:
         rows.close()
     if not entries:
-        raise error_at(shown, None, "no entries (the file holds only blank lines or an empty list)")
+        raise error_at(shown, None, NO_ENTRIES())
     return entries
 
 
@@ -276,7 +325,7 @@ def split(items: Sequence[T], heldout_fraction: float = 0.2, seed: int = 0) -> t
     With two or more items and a fraction above 0, both sides are non-empty; fraction 0 holds nothing out.
     """
     if not 0.0 <= heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+        raise ValueError(BAD_HELDOUT(value=heldout_fraction))
     n = len(items)
     k = _heldout_count(n, heldout_fraction)
     order = random.Random(seed).sample(range(n), n)
@@ -306,7 +355,7 @@ def load_prompts(path_or_lang: str | Path, max_chars: int | None = None) -> list
     jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or sniff(path) == "{"
     prompts = list(_jsonl_prompts(path, shown, max_chars) if jsonl else _text_prompts(path, shown, max_chars))
     if not prompts:
-        raise error_at(shown, None, "no prompts (the file holds only blank lines)")
+        raise error_at(shown, None, NO_PROMPTS())
     return prompts
 
 
@@ -318,7 +367,7 @@ def check_prompt_lengths(prompts: Sequence[str], source: str | Path | None, max_
         return
     if source is not None:
         load_prompts(source, max_chars=max_chars)  # raises, naming the file and line
-    raise ValueError(f"prompt: {len(longest):,} characters, over the {max_chars:,}-character limit for one message")
+    raise ValueError(PROMPT_TOO_LONG(length=len(longest), limit=max_chars))
 
 
 def _jsonl_prompts(path: Path, shown: str, max_chars: int | None = None) -> Iterator[str]:
@@ -326,7 +375,7 @@ def _jsonl_prompts(path: Path, shown: str, max_chars: int | None = None) -> Iter
     for number, _, record in iter_jsonl(path, shown):
         where = f"line {number}"
         if not isinstance(record, dict):
-            raise error_at(shown, where, f"expected a JSON object, got {json_type(record)}")
+            raise error_at(shown, where, composed(EXPECTED_OBJECT, found=json_type(record)))
         prompt = text_field(record, "prompt", shown, where, required=True, max_chars=max_chars)
         assert prompt is not None
         yield prompt
@@ -336,8 +385,6 @@ def _text_prompts(path: Path, shown: str, max_chars: int | None = None) -> Itera
     """The non-blank lines of a plain-text prompt file."""
     for number, text in decoded_lines(path, shown):
         if max_chars is not None and len(text.strip()) > max_chars:
-            raise error_at(
-                shown, f"line {number}", f"prompt of {len(text.strip()):,} characters, over the limit of {max_chars:,}"
-            )
+            raise error_at(shown, LINE(n=number), PROMPT_LINE_TOO_LONG(length=len(text.strip()), limit=max_chars))
         if text.strip():
             yield text.strip()

@@ -19,7 +19,18 @@ try:
 except ImportError:  # Windows: no advisory locks; conversions there are simply not serialized
     fcntl = None
 
+from .messages import Text
+
 TEMP_SUFFIX = ".tmp"
+
+# `what` names the argument ('--out'), `path` the output, `folder` the folder that is wrong.
+NOT_A_FOLDER = Text(en="{what} {path}: {folder} is not a folder", ja="{what} {path}: {folder} はフォルダではありません")
+IS_A_FOLDER = Text(
+    en="{what} {path}: {path} is a folder, not a file", ja="{what} {path}: {path} はフォルダで、ファイルではありません"
+)
+NOT_WRITABLE = Text(
+    en="{what} {path}: {folder} is not writable ({reason})", ja="{what} {path}: {folder} に書き込めません（{reason}）"
+)
 
 Writer = Callable[[Path], object]
 
@@ -39,18 +50,20 @@ def check_writable_destination(path: str | Path, what: str, folder: bool = False
     """
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
-        raise DestinationError(f"{what} {path}: {path} is not a folder")
+        raise DestinationError(NOT_A_FOLDER(what=what, path=path, folder=path))
     if not folder and path.is_dir():
-        raise DestinationError(f"{what} {path}: {path} is a folder, not a file")
+        raise DestinationError(IS_A_FOLDER(what=what, path=path))
     existing = path if folder else path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise DestinationError(f"{what} {path}: {existing} is not a folder")
+        raise DestinationError(NOT_A_FOLDER(what=what, path=path, folder=existing))
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check.", suffix=TEMP_SUFFIX)
     except OSError as exc:
-        raise DestinationError(f"{what} {path}: {existing} is not writable ({exc.strerror or exc})") from None
+        raise DestinationError(
+            NOT_WRITABLE(what=what, path=path, folder=existing, reason=exc.strerror or exc)
+        ) from None
     os.close(fd)
     os.unlink(probe)
     return path

@@ -12,7 +12,22 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .messages import Text
+from .readers import A_LIST, A_NUMBER, A_STRING, composed
 from .settings import check_layer_spec, format_layers
+
+WRONG_TYPE = Text(
+    en="{key} is {value!r} ({kind}); expected {expected}",
+    ja="{key} が {value!r}（{kind}）です。{expected}にしてください",
+)
+NOT_AN_OBJECT = Text(en="{key} is {kind}; expected an object", ja="{key} が {kind} です。オブジェクトにしてください")
+METADATA_NOT_AN_OBJECT = Text(
+    en="the metadata is {kind}; expected an object", ja="メタデータが {kind} です。オブジェクトにしてください"
+)
+AN_OBJECT = Text(en="an object", ja="オブジェクト")
+A_WHOLE_NUMBER = Text(en="a whole number", ja="整数")
+A_FINITE_NUMBER = Text(en="a finite number", ja="有限の数")
+A_LIST_OF_WHOLE_NUMBERS = Text(en="a list of whole numbers", ja="整数のリスト")
 
 
 class MetadataError(ValueError):
@@ -25,20 +40,15 @@ def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, (int, float)):
-        return "a number"
+        return A_NUMBER()
     if isinstance(value, str):
-        return "a string"
+        return A_STRING()
     if isinstance(value, list):
-        return "a list"
-    return "an object" if isinstance(value, dict) else type(value).__name__
+        return A_LIST()
+    return AN_OBJECT() if isinstance(value, dict) else type(value).__name__
 
 
-_EXPECTED = {
-    "str": "a string",
-    "int": "a whole number",
-    "float": "a finite number",
-    "list[int]": "a list of whole numbers",
-}
+_EXPECTED = {"str": A_STRING, "int": A_WHOLE_NUMBER, "float": A_FINITE_NUMBER, "list[int]": A_LIST_OF_WHOLE_NUMBERS}
 
 
 def _is_int(value: Any) -> bool:
@@ -55,7 +65,7 @@ def _check(value: Any, kind: str, key: str) -> Any:
         return float(value)
     if kind == "list[int]" and isinstance(value, list) and all(_is_int(x) for x in value):
         return list(value)
-    raise MetadataError(f"{key} is {value!r} ({_json_type(value)}); expected {_EXPECTED[kind]}")
+    raise MetadataError(composed(WRONG_TYPE, key=key, value=value, kind=_json_type(value), expected=_EXPECTED[kind]()))
 
 
 def _kind(annotation: str) -> str:
@@ -103,7 +113,7 @@ class Recommended:
     @classmethod
     def from_dict(cls, data: Any, key: str = "recommended") -> Recommended:
         if not isinstance(data, dict):
-            raise MetadataError(f"{key} is {_json_type(data)}; expected an object")
+            raise MetadataError(composed(NOT_AN_OBJECT, key=key, kind=_json_type(data)))
         data = dict(data)
         legacy = data.pop("position", None)  # the steering `position` was renamed `apply_to`
         if data.get("apply_to") is None and legacy is not None:
@@ -116,7 +126,7 @@ class Recommended:
             try:
                 check_layer_spec(rec.layers, f"{key}.layers")
             except ValueError as exc:
-                raise MetadataError(str(exc)) from None
+                raise MetadataError(*exc.args) from None  # the settings' Message, in either language
         return rec
 
     def to_dict(self) -> dict:
@@ -163,7 +173,7 @@ class VectorMeta:
     def from_dict(cls, data: Any) -> VectorMeta:
         """Typed metadata from a sidecar's JSON object (without its "layers" stats); MetadataError names a bad key."""
         if not isinstance(data, dict):
-            raise MetadataError(f"the metadata is {_json_type(data)}; expected an object")
+            raise MetadataError(composed(METADATA_NOT_AN_OBJECT, kind=_json_type(data)))
         data = dict(data)
         rec = data.pop("recommended", None)
         meta = cls(**_typed_fields(cls, data, ""))

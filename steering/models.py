@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from .messages import Text
+
 BUNDLED = "bundled"
 # Models the app offers by name, as (label, spec); any hub id, local folder or .gguf path loads too.
 SUGGESTED_MODELS = [
@@ -31,6 +33,46 @@ LAYER_PATHS = (
 
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says why and what to try."""
+
+
+NO_DECODER_LAYERS = Text(
+    en="cannot find the decoder layers of {model}: looked for {paths}. Supported: Qwen2/2.5/3, Llama/SmolLM, Mistral, "
+    "Gemma, GPT-2 style models.",
+    ja="{model} のデコーダー層が見つかりません（{paths} を探しました）。対応しているのは Qwen2/2.5/3、Llama/SmolLM、"
+    "Mistral、Gemma、GPT-2 系のモデルです。",
+)
+UNKNOWN_DTYPE = Text(
+    en="unknown dtype {dtype!r}: expected one of {choices}",
+    ja="dtype {dtype!r} は使えません: {choices} のどれかにしてください",
+)
+GGUF_NOT_FOUND = Text(en="GGUF file not found: {path}", ja="GGUF ファイルが見つかりません: {path}")
+NO_CONFIG = Text(
+    en="{path} is a folder but holds no config.json: not a transformers model folder",
+    ja="{path} はフォルダですが config.json がありません: transformers のモデルフォルダではありません",
+)
+PATH_NOT_FOUND = Text(en="model path not found: {spec}", ja="モデルのパスが見つかりません: {spec}")
+UNKNOWN_QUANTIZE = Text(
+    en="unknown quantize={quantize!r}: expected None or '4bit'",
+    ja="quantize={quantize!r} は使えません: None か '4bit' にしてください",
+)
+FOUR_BIT_NEEDS_CUDA = Text(
+    en="4-bit loading needs a CUDA GPU; none is available here. Pick a non-quantized model (e.g. "
+    "Qwen/Qwen2.5-0.5B-Instruct or the bundled one).",
+    ja="4 ビットでの読み込みには CUDA の GPU が必要ですが、ここにはありません。量子化されていないモデル（"
+    "Qwen/Qwen2.5-0.5B-Instruct や同梱のモデルなど）を選んでください。",
+)
+PREQUANTIZED_NEEDS_CUDA = Text(
+    en="{spec} is a 4-bit (bitsandbytes) model and needs a CUDA GPU; none is available here. Pick a non-quantized "
+    "model (e.g. Qwen/Qwen2.5-0.5B-Instruct or the bundled one).",
+    ja="{spec} は 4 ビット（bitsandbytes）のモデルで CUDA の GPU が必要ですが、ここにはありません。量子化されていない"
+    "モデル（Qwen/Qwen2.5-0.5B-Instruct や同梱のモデルなど）を選んでください。",
+)
+LOAD_FAILED = Text(
+    en="could not load model {spec!r}: {reason}\nIf this is a Hugging Face hub id, the hub must be reachable (or the "
+    "model already in the HF cache); a local folder or .gguf path must exist.",
+    ja="モデル {spec!r} を読み込めませんでした: {reason}\nHugging Face の hub id なら hub につながる必要があります（"
+    "またはモデルが HF のキャッシュにあること）。ローカルのフォルダや .gguf のパスは実在している必要があります。",
+)
 
 
 @dataclass
@@ -98,10 +140,7 @@ def find_decoder_layers(model: Any) -> torch.nn.ModuleList:
         layers = _get_path(model, path)
         if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
             return layers
-    raise ValueError(
-        f"cannot find the decoder layers of {type(model).__name__}: looked for "
-        f"{', '.join(LAYER_PATHS)}. Supported: Qwen2/2.5/3, Llama/SmolLM, Mistral, Gemma, GPT-2 style models."
-    )
+    raise ValueError(NO_DECODER_LAYERS(model=type(model).__name__, paths=", ".join(LAYER_PATHS)))
 
 
 def base_model(model: Any) -> Any:
@@ -128,7 +167,7 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         "fp16": torch.float16,
     }
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(names)}")
+        raise ValueError(UNKNOWN_DTYPE(dtype=dtype, choices=", ".join(names)))
     return names[dtype]
 
 
@@ -141,14 +180,14 @@ def _source(spec: str) -> tuple[str, dict]:
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
+            raise ModelLoadError(GGUF_NOT_FOUND(path=path))
         return str(path.parent), {"gguf_file": path.name}
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ModelLoadError(f"{path} is a folder but holds no config.json: not a transformers model folder")
+            raise ModelLoadError(NO_CONFIG(path=path))
         return str(path), {}
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelLoadError(f"model path not found: {spec}")
+        raise ModelLoadError(PATH_NOT_FOUND(spec=spec))
     return spec, {}
 
 
@@ -156,14 +195,11 @@ def _needs_4bit(spec: str, quantize: str | None) -> bool:
     """Whether `spec` loads in 4 bits; raises ModelLoadError when that needs a CUDA GPU this machine lacks."""
     prequantized = "bnb-4bit" in spec.lower()
     if quantize not in (None, "none", "4bit"):
-        raise ValueError(f"unknown quantize={quantize!r}: expected None or '4bit'")
+        raise ValueError(UNKNOWN_QUANTIZE(quantize=quantize))
     if quantize != "4bit" and not prequantized:
         return False
     if not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"{'4-bit loading' if quantize == '4bit' else spec + ' is a 4-bit (bitsandbytes) model and'} needs a CUDA GPU; "
-            "none is available here. Pick a non-quantized model (e.g. Qwen/Qwen2.5-0.5B-Instruct or the bundled one)."
-        )
+        raise ModelLoadError(FOUR_BIT_NEEDS_CUDA() if quantize == "4bit" else PREQUANTIZED_NEEDS_CUDA(spec=spec))
     return True
 
 
@@ -202,11 +238,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **extra, **quant)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"could not load model {spec!r}: {str(exc).splitlines()[0][:300]}\n"
-            "If this is a Hugging Face hub id, the hub must be reachable (or the model already in the HF cache); "
-            "a local folder or .gguf path must exist."
-        ) from exc
+        raise ModelLoadError(LOAD_FAILED(spec=spec, reason=str(exc).splitlines()[0][:300])) from exc
     if not quant and device != "cpu":
         model.to(device)
     model.eval()

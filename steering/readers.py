@@ -20,8 +20,11 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+from .messages import LANGS, Message, Text, localized
+
 _CHUNK = 1 << 16
 _SPACE = re.compile(r"[ \t\r\n]*")  # JSON's whitespace
+_LOCATION = re.compile(r"(line|item) ([0-9]+)(?: \((header|line ([0-9]+))\))?")  # the locations records yield
 
 Record = tuple[int, str, Any]  # (line number or item index, location for messages, parsed value)
 HeaderCheck = Callable[[list[str], str], None]  # (CSV column names, location) -> raises DatasetError
@@ -31,7 +34,86 @@ class DatasetError(ValueError):
     """A dataset or prompt file that cannot be used; the message names the file, line and field."""
 
 
-# --------------------------------------------------------------------------- files and messages
+# --------------------------------------------------------------------------- messages
+
+# Where in a file (records yield these as their location; error_at puts them after the file's name)
+LINE = Text(en="line {n}", ja="{n} 行目")
+ITEM = Text(en="item {n}", ja="{n} 番目の要素")
+HEADER_LINE = Text(en="line {n} (header)", ja="{n} 行目（ヘッダー）")
+ITEM_AT_LINE = Text(en="item {n} (line {line})", ja="{n} 番目の要素（{line} 行目）")
+FIELD = Text(en=', field "{field}"', ja="、フィールド「{field}」")
+# JSON value kinds, as json_type names them
+A_LIST = Text(en="a list", ja="リスト")
+A_STRING = Text(en="a string", ja="文字列")
+A_BOOLEAN = Text(en="a boolean", ja="真偽値")
+A_NUMBER = Text(en="a number", ja="数")
+NO_KEYS = Text(en="none", ja="なし")
+# What is wrong
+FILE_NOT_FOUND = Text(en="file not found", ja="ファイルが見つかりません")
+NOT_A_REGULAR_FILE = Text(en="not a regular file", ja="通常のファイルではありません")
+EMPTY_FILE = Text(en="empty file (0 bytes)", ja="空のファイルです（0 バイト）")
+FIELD_MISSING = Text(en="missing (the entry has keys: {keys})", ja="ありません（このエントリーのキー: {keys}）")
+EXPECTED_STRING = Text(en="expected a string, got {kind}", ja="文字列にしてください（{kind} でした）")
+EMPTY_TEXT = Text(en="empty text", ja="テキストが空です")
+TEXT_TOO_LONG = Text(
+    en="{length:,} characters, over the limit of {limit:,} characters per text",
+    ja="{length:,} 文字あり、1 テキストあたりの上限 {limit:,} 文字を超えています",
+)
+INVALID_UTF8 = Text(en="invalid UTF-8 at byte offset {offset}", ja="バイト位置 {offset} に不正な UTF-8 があります")
+INVALID_JSON_AT = Text(
+    en="invalid JSON: {reason} (column {column})", ja="JSON として読めません: {reason}（{column} 文字目）"
+)
+INVALID_JSON = Text(en="invalid JSON: {reason}", ja="JSON として読めません: {reason}")
+EXTRA_AFTER_LIST = Text(
+    en="invalid JSON: extra text after the closing ']'",
+    ja="JSON として読めません: 閉じる ']' の後に余分なテキストがあります",
+)
+LIST_NOT_CLOSED = Text(en="the list is not closed", ja="リストが閉じていません")
+NOT_A_LIST = Text(
+    en="expected a JSON list of objects ('['), found {found}",
+    ja="オブジェクトの JSON リスト（'['）が必要ですが、{found} でした",
+)
+INVALID_CSV = Text(en="invalid CSV: {reason}", ja="CSV として読めません: {reason}")
+CELL_COUNT = Text(
+    en="expected {expected} cells (as in the header), got {got}",
+    ja="セルが {got} 個あります（ヘッダーと同じ {expected} 個にしてください）",
+)
+NO_ROWS = Text(en="no entries (the file holds only blank lines)", ja="エントリーがありません（空行しかありません）")
+DUPLICATE_COLUMN = Text(en="duplicate column in the header", ja="ヘッダーに同じ名前の列が 2 つあります")
+
+
+def rendered(say, /) -> Message:
+    """A Message whose wording in each language is `say(lang)`: for a text built from other Messages (each said in
+    the same language as the whole). Its English is `say("en")`."""
+    en, ja = (say(lang).replace("{", "{{").replace("}", "}}") for lang in LANGS)
+    return Text(en=en, ja=ja)()
+
+
+def location(where: str) -> str:
+    """A location as records yield it ('line 3', 'item 2', 'item 2 (line 5)', 'line 1 (header)') as a Message that
+    can say itself in Japanese; anything else as given. Records yield plain strings (a Message per record would
+    slow the reading of a big file by a fifth); error_at and the messages quoting a location go through this."""
+    match = _LOCATION.fullmatch(where) if type(where) is str else None
+    if match is None:
+        return where
+    kind, n, paren, line = match.groups()
+    if paren is None:
+        return (LINE if kind == "line" else ITEM)(n=int(n))
+    return HEADER_LINE(n=int(n)) if paren == "header" else ITEM_AT_LINE(n=int(n), line=int(line))
+
+
+def composed(text: Text, /, **params) -> Message:
+    """`text(**params)` where a parameter may itself be a Message (or an exception carrying one): in each language
+    it is said in that language too."""
+
+    def say(lang: str) -> str:
+        nested = (Message, BaseException)
+        return text.say(lang, **{k: localized(v, lang) if isinstance(v, nested) else v for k, v in params.items()})
+
+    return rendered(say)
+
+
+# --------------------------------------------------------------------------- files
 
 
 def shown_path(path: Path) -> str:
@@ -43,21 +125,26 @@ def shown_path(path: Path) -> str:
 
 
 def error_at(shown: str, where: str | None, message: str, field: str | None = None) -> DatasetError:
-    """A DatasetError reading `FILE line N, field "F": message`."""
-    head = shown if where is None else f"{shown} {where}"
-    if field is not None:
-        head += f', field "{field}"'
-    return DatasetError(f"{head}: {message}")
+    """A DatasetError reading `FILE line N, field "F": message`; `where` and `message` may be Messages (the error
+    then says itself in either language)."""
+
+    def say(lang: str) -> str:
+        head = shown if where is None else f"{shown} {localized(location(where), lang)}"
+        if field is not None:
+            head += FIELD.say(lang, field=field)
+        return f"{head}: {localized(message, lang)}"
+
+    return DatasetError(rendered(say))
 
 
 def check_file(path: Path, shown: str) -> None:
     """Refuse a missing, non-regular or zero-byte file."""
     if not path.exists():
-        raise error_at(shown, None, "file not found")
+        raise error_at(shown, None, FILE_NOT_FOUND())
     if not path.is_file():
-        raise error_at(shown, None, "not a regular file")
+        raise error_at(shown, None, NOT_A_REGULAR_FILE())
     if path.stat().st_size == 0:
-        raise error_at(shown, None, "empty file (0 bytes)")
+        raise error_at(shown, None, EMPTY_FILE())
 
 
 def file_sha256(path: Path) -> str:
@@ -79,8 +166,8 @@ def sniff(path: Path) -> str:
 
 def json_type(value: Any) -> str:
     """The JSON name of a parsed value's type."""
-    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    names = {list: A_LIST, str: A_STRING, bool: A_BOOLEAN, int: A_NUMBER, float: A_NUMBER}
+    return "null" if value is None else names[type(value)]() if type(value) in names else type(value).__name__
 
 
 def text_field(
@@ -90,18 +177,16 @@ def text_field(
     empty CSV cell)."""
     if key not in record or record[key] is None:
         if required:
-            has = ", ".join(str(k) for k in record) or "none"
-            raise error_at(shown, where, f"missing (the entry has keys: {has})", field=key)
+            has = ", ".join(str(k) for k in record) or NO_KEYS()
+            raise error_at(shown, where, composed(FIELD_MISSING, keys=has), field=key)
         return None
     value = record[key]
     if not isinstance(value, str):
-        raise error_at(shown, where, f"expected a string, got {type(value).__name__}", field=key)
+        raise error_at(shown, where, EXPECTED_STRING(kind=type(value).__name__), field=key)
     if not value.strip():
-        raise error_at(shown, where, "empty text", field=key)
+        raise error_at(shown, where, EMPTY_TEXT(), field=key)
     if max_chars is not None and len(value) > max_chars:
-        raise error_at(
-            shown, where, f"{len(value):,} characters, over the limit of {max_chars:,} characters per text", field=key
-        )
+        raise error_at(shown, where, TEXT_TOO_LONG(length=len(value), limit=max_chars), field=key)
     return value.strip()
 
 
@@ -116,7 +201,7 @@ def decoded_lines(path: Path, shown: str) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise error_at(shown, f"line {number}", f"invalid UTF-8 at byte offset {offset + e.start}") from None
+                raise error_at(shown, LINE(n=number), INVALID_UTF8(offset=offset + e.start)) from None
             if number == 1:
                 text = text.removeprefix("\ufeff")
             offset += len(raw)
@@ -128,7 +213,7 @@ def _read_text(path: Path, shown: str) -> str:
     try:
         return path.read_bytes().decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
-        raise error_at(shown, None, f"invalid UTF-8 at byte offset {e.start}") from None
+        raise error_at(shown, None, INVALID_UTF8(offset=e.start)) from None
 
 
 # --------------------------------------------------------------------------- JSONL and JSON lists
@@ -144,7 +229,7 @@ def iter_jsonl(path: Path, shown: str) -> Iterator[Record]:
         except json.JSONDecodeError as e:
             # the column within this line (json's own colno restarts after the line's trailing newline)
             column = min(e.pos, len(text.rstrip("\r\n"))) + 1
-            raise error_at(shown, f"line {number}", f"invalid JSON: {e.msg} (column {column})") from None
+            raise error_at(shown, LINE(n=number), INVALID_JSON_AT(reason=e.msg, column=column)) from None
         yield number, f"line {number}", value
 
 
@@ -157,7 +242,7 @@ def iter_json_list(path: Path, shown: str) -> Iterator[Record]:
         yield from _items_then_error(text, exc, shown)
         return
     if not isinstance(items, list):
-        raise error_at(shown, "line 1", f"expected a JSON list of objects ('['), found {json_type(items)}")
+        raise error_at(shown, LINE(n=1), composed(NOT_A_LIST, found=json_type(items)))
     for index, value in enumerate(items, start=1):
         yield index, f"item {index}", value
 
@@ -170,10 +255,10 @@ def _items_then_error(text: str, exc: json.JSONDecodeError, shown: str) -> Itera
     if exc.msg == "Extra data":  # the list itself is whole
         for index, value in enumerate(json.loads(text[: exc.pos]), start=1):
             yield index, f"item {index}", value
-        raise error_at(shown, f"line {exc.lineno}", "invalid JSON: extra text after the closing ']'")
+        raise error_at(shown, LINE(n=exc.lineno), EXTRA_AFTER_LIST())
     index = yield from _leading_items(text)
-    message = "the list is not closed" if not text[exc.pos :].strip() else exc.msg
-    raise error_at(shown, f"item {index} (line {exc.lineno})", f"invalid JSON: {message}")
+    reason = LIST_NOT_CLOSED() if not text[exc.pos :].strip() else exc.msg
+    raise error_at(shown, ITEM_AT_LINE(n=index, line=exc.lineno), composed(INVALID_JSON, reason=reason))
 
 
 def _leading_items(text: str) -> Generator[Record, None, int]:
@@ -212,20 +297,20 @@ def iter_csv(path: Path, shown: str, delimiter: str, check_header: HeaderCheck |
         except StopIteration:
             break
         except csv.Error as e:
-            raise error_at(shown, f"line {start}", f"invalid CSV: {e}") from None
+            raise error_at(shown, LINE(n=start), INVALID_CSV(reason=str(e))) from None
         line, start = start, reader.line_num + 1
         if not row or all(not cell.strip() for cell in row):
             continue
         if header is None:
             header = _csv_header(row, shown, line)
             if check_header is not None:
-                check_header(header, f"line {line} (header)")
+                check_header(header, HEADER_LINE(n=line))
             continue
         if len(row) != len(header):
-            raise error_at(shown, f"line {line}", f"expected {len(header)} cells (as in the header), got {len(row)}")
+            raise error_at(shown, LINE(n=line), CELL_COUNT(expected=len(header), got=len(row)))
         yield line, f"line {line}", {key: cell for key, cell in zip(header, row) if key}
     if header is None:
-        raise error_at(shown, None, "no entries (the file holds only blank lines)")
+        raise error_at(shown, None, NO_ROWS())
 
 
 def _csv_header(row: list[str], shown: str, line: int) -> list[str]:
@@ -233,7 +318,7 @@ def _csv_header(row: list[str], shown: str, line: int) -> list[str]:
     header = [cell.strip() for cell in row]
     dupes = sorted({name for name in header if name and header.count(name) > 1})
     if dupes:
-        raise error_at(shown, f"line {line}", "duplicate column in the header", field=dupes[0])
+        raise error_at(shown, LINE(n=line), DUPLICATE_COLUMN(), field=dupes[0])
     return header
 
 

@@ -1,14 +1,16 @@
 """Per-row decoding inside ONE `model.generate` call: what lets the scheduler put requests with different decoding
 settings, stop strings and lengths into one batch, and stream each caller its own rows.
 
-    RowState   one row while it runs: prompt, steering plan, settings, UTF-8-safe decoder, visible text, why it ended
+    RowState   one row while it runs: prompt, steering plan, settings, UTF-8-safe decoder, visible text (and, for a
+               metered row, its (text, projection) pieces: meter.py), why it ended
     RowLogits  a transformers logits processor: each row's repetition penalty (over the row's own tokens, never its
                padding, as transformers' RepetitionPenaltyLogitsProcessor computes it), its minimum length, and for
                sampled rows transformers' temperature / top-k / top-p warpers and a draw from the row's own seeded
                generator; the drawn token is left as the only candidate, so generate's greedy pick takes it
     RowDriver  a transformers stopping criterion: reads each step's token per row, feeds the decoders, ends rows
-               (end of sequence, stop string, max_new_tokens, cancelled) and publishes to each caller's ticket
-    run_batch  the batched generate call itself, under row_steer.py's per-row hooks
+               (end of sequence, stop string, max_new_tokens, cancelled), hands metered rows their token's
+               projection (meter.py: the value of the pass that chose the token) and publishes to each ticket
+    run_batch  the batched generate call itself, under row_steer.py's per-row hooks and meter.py's recording
 
 Text that might be the start of a stop string is held back until it is not (or the row ends), so what a caller
 has seen never has to be taken back.
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, batch_inputs
+from .meter import Meter, Piece, RowMeter, TokenPieces, meter_rows
 from .models import LoadedModel
 from .row_steer import RowPlan, row_steer
 
@@ -60,16 +63,27 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 
 class RowState:
-    """One row while it runs: its prompt, plan, decoding, decoder and progress."""
+    """One row while it runs: its prompt, plan, decoding, decoder and progress. `shown` is what its caller may see,
+    set in one piece: the text, and for a metered row its (text, projection) pieces joining to that text (else
+    None)."""
 
-    def __init__(self, prompt: PreparedPrompt, plan: RowPlan | None, settings: GenerationSettings, stops, min_new):
+    def __init__(
+        self,
+        prompt: PreparedPrompt,
+        plan: RowPlan | None,
+        settings: GenerationSettings,
+        stops,
+        min_new,
+        meter: RowMeter | None = None,
+    ):
         self.prompt, self.plan, self.settings = prompt, plan, settings
-        self.stops, self.min_new = stops, min_new
+        self.stops, self.min_new, self.meter = stops, min_new, meter
         self.sampled = settings.temperature > 0
         self.seed: int | None = None
         self.generator: torch.Generator | None = None  # made on the device of the logits it samples
         self.decoder: Utf8SafeDecoder | None = None
-        self.text = ""  # what the caller may see
+        self.tokens = TokenPieces() if meter is not None else None
+        self.shown: tuple[str, list[Piece] | None] = ("", [] if meter is not None else None)
         self.count = 0  # generated tokens (without the end-of-sequence token)
         self.finished: str | None = None
 
@@ -78,8 +92,22 @@ class RowState:
         if self.sampled:
             self.seed = self.settings.seed if self.settings.seed is not None else secrets.randbits(63)
 
-    def push(self, token: int) -> None:
-        self.decoder.push(token)
+    @property
+    def text(self) -> str:
+        return self.shown[0]
+
+    @property
+    def pieces(self) -> list[Piece] | None:
+        return self.shown[1]
+
+    def _set(self, text: str) -> None:
+        self.shown = (text, self.tokens.upto(len(text)) if self.tokens is not None else None)
+
+    def push(self, token: int, projection: float | None = None) -> None:
+        """The next token (and, for a metered row, the projection of the pass that chose it)."""
+        delta = self.decoder.push(token)
+        if self.tokens is not None:
+            self.tokens.add(delta, projection)
         self.count += 1
         self._show(final=False)
         if self.finished is None and self.count >= self.settings.max_new_tokens:
@@ -90,18 +118,20 @@ class RowState:
         if self.stops:
             found = [i for i in (raw.find(s) for s in self.stops) if i >= 0]
             if found:
-                self.text = raw[: min(found)]
+                self._set(raw[: min(found)])
                 self.finished = STOP
                 return
             if not final:
                 raw = raw[: len(raw) - _held_back(raw, self.stops)]
-        self.text = raw
+        self._set(raw)
 
     def end(self, reason: str) -> None:
         if self.finished is not None:
             return
         if reason != CANCELLED:
-            self.decoder.flush()
+            delta = self.decoder.flush()
+            if self.tokens is not None:
+                self.tokens.add(delta, None)
             self._show(final=True)
         if self.finished is None:
             self.finished = reason
@@ -161,16 +191,20 @@ class RowLogits:
 
 class RowDriver:
     """A transformers stopping criterion that reads each step's tokens: feeds every live row's decoder, ends rows
-    (end of sequence, stop string, max_new_tokens, cancelled) and publishes to each ticket."""
+    (end of sequence, stop string, max_new_tokens, cancelled) and publishes to each ticket. With a `meter`, step k's
+    token gets the projection of forward pass k (the one whose last position chose it)."""
 
-    def __init__(self, tickets: list[Ticket], stop_ids: set[int]):
-        self.tickets, self.stop_ids = tickets, stop_ids
+    def __init__(self, tickets: list[Ticket], stop_ids: set[int], meter: Meter | None = None):
+        self.tickets, self.stop_ids, self.meter = tickets, stop_ids, meter
         self.rows = [(t, r) for t in tickets for r in t._rows]
+        self.steps = 0
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         tokens = input_ids[:, -1].tolist()
+        self.steps += 1
+        values = self.meter.read(self.steps) if self.meter is not None else [None] * len(tokens)
         now = time.perf_counter()
-        for (ticket, row), token in zip(self.rows, tokens):
+        for (ticket, row), token, value in zip(self.rows, tokens, values):
             if row.finished is not None:
                 continue
             if ticket.cancelled:
@@ -178,7 +212,7 @@ class RowDriver:
             elif token in self.stop_ids:
                 row.end(STOP)
             else:
-                row.push(token)
+                row.push(token, value)
         for ticket in self.tickets:
             if ticket.done:
                 continue
@@ -190,7 +224,8 @@ class RowDriver:
 
 def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
     """Generate every row of `tickets` in one batched call (the worker's job; callable directly, e.g. in tests).
-    Each ticket ends done, or failed with the exception generation raised."""
+    Each ticket ends done, or failed with the exception generation raised. Metered rows are recorded by meter.py's
+    hooks, registered after the steering hooks (they read each layer's pushed output)."""
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
     rows = [r for t in tickets for r in t._rows]
@@ -217,7 +252,9 @@ def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
             logits_processor=LogitsProcessorList([RowLogits(rows, width, stop_ids)]),
             stopping_criteria=StoppingCriteriaList([driver]),
         )
-        with row_steer(loaded, [r.plan for r in rows]), torch.inference_mode():
+        plans, meters = [r.plan for r in rows], [r.meter for r in rows]
+        with row_steer(loaded, plans), meter_rows(loaded, meters) as meter, torch.inference_mode():
+            driver.meter = meter
             loaded.model.generate(**inputs, **kwargs)
         for row in rows:  # generate's own end (the longest max_new_tokens) without the driver's word
             row.end(LENGTH)

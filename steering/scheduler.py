@@ -17,6 +17,10 @@ Each caller reads only its own rows (`Ticket.updates`/`stream`/`aupdates`/`resul
 generate.Utf8SafeDecoder (never half a character) and with text that might begin a stop string held back. A caller
 that cancels (or closes its stream) stops its rows at the next step; the other rows run on. Rows that finish early
 keep their slot until the batch ends (generate does not shrink a batch), computing padding.
+
+A row with `meter_layer` also gets its gyaru meter (meter.py): each shown token's projection onto the steering
+vector's direction at that layer, recorded during the same generation (`Update.pieces`); a plain row reads the
+direction of its request's steered row.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 
 from .checks import check_int
 from .generate import GenerationSettings, prepare_prompt
+from .meter import Piece, request_meters
 from .models import LoadedModel
 from .row_decode import CANCELLED, LENGTH, STOP, RowState, check_stops, run_batch
 from .row_steer import plan_row
@@ -67,15 +72,19 @@ class Row:
     settings: GenerationSettings | None = None  # None: GenerationSettings() (greedy, 128 tokens)
     stop: Sequence[str] = ()  # the reply ends before the first of these strings
     min_new_tokens: int = 0  # no end of sequence before this many tokens
+    meter_layer: int | None = None  # record the gyaru meter at this layer (meter.py); None: off
 
 
 @dataclass
 class Update:
-    """A caller's rows so far: the text of each, why each ended (None while running), and whether all ended."""
+    """A caller's rows so far: the text of each, why each ended (None while running), whether all ended, and per
+    row its meter pieces: (text, projection) per token (characters never split), joining to exactly its text (None
+    for a row without meter_layer)."""
 
     texts: list[str]
     finished: list[str | None]
     done: bool
+    pieces: list[list[Piece] | None] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +97,7 @@ class TicketResult:
     queued_s: float  # submit -> its batch started
     first_token_s: float | None  # submit -> its first token
     total_s: float  # submit -> its last row ended
+    pieces: list[list[Piece] | None] = field(default_factory=list)  # each row's meter pieces (see Update)
 
 
 class Ticket:
@@ -130,7 +140,8 @@ class Ticket:
         return self._done
 
     def _snapshot(self) -> Update:
-        return Update([r.text for r in self._rows], [r.finished for r in self._rows], self._done)
+        shown = [r.shown for r in self._rows]  # each row's text and pieces, set together
+        return Update([s[0] for s in shown], [r.finished for r in self._rows], self._done, [s[1] for s in shown])
 
     def updates(self, timeout: float | None = None) -> Iterator[Update]:
         """Each change of this request's rows (from its first token) until all ended; coalesced: a slow reader skips
@@ -197,6 +208,7 @@ class Ticket:
             queued_s=(self.started or self.ended) - self.submitted,
             first_token_s=self.first_token - self.submitted if self.first_token else None,
             total_s=self.ended - self.submitted,
+            pieces=[r.pieces for r in self._rows],
         )
 
     # ---------------------------------------------------------------- worker side
@@ -277,13 +289,14 @@ class Scheduler:
         if len(rows) > self.max_batch_rows:
             raise ValueError(f"{len(rows)} rows in one request, more than the {self.max_batch_rows} a batch holds")
         states = []
-        for row in rows:
+        meters = request_meters(loaded, rows)
+        for row, meter in zip(rows, meters):
             settings = row.settings or GenerationSettings()
             settings.check()
             stops = check_stops(row.stop)
             min_new = check_int(row.min_new_tokens, "min_new_tokens", minimum=0, maximum=settings.max_new_tokens)
             prompt = prepare_prompt(loaded, row.messages, settings)
-            states.append(RowState(prompt, plan_row(loaded, row.steering), settings, stops, min_new))
+            states.append(RowState(prompt, plan_row(loaded, row.steering), settings, stops, min_new, meter))
         return Ticket(loaded, states)
 
     def submit(self, loaded: LoadedModel, rows: Sequence[Row]) -> Ticket:

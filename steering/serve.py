@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .messages import Text
 from .session import ModelPolicy
 
 DEFAULT_PORT = 7860
@@ -127,11 +128,13 @@ def api_key_policy(
     )
 
 
-NO_SHARED_SAVES = (
-    "このサーバーでは共有フォルダに保存できません / this server does not save into the shared vectors folder: "
-    "your vectors stay in your session (download them instead). Its operator can allow it with "
-    "`python app.py --allow-shared-saves` (always allowed on localhost)."
+SHARED_SAVES_OFF = Text(
+    en="this server does not save into the shared vectors folder: your vectors stay in your session (download them "
+    "instead). Its operator can allow it with `python app.py --allow-shared-saves` (always allowed on localhost).",
+    ja="このサーバーでは共有フォルダに保存できません: ベクトルはあなたのセッションの中だけにあります（代わりにダウンロード"
+    "してください）。運営者は `python app.py --allow-shared-saves` で許可できます（localhost では常に許可されます）。",
 )
+NO_SHARED_SAVES = SHARED_SAVES_OFF()  # a Message: the English str, `localized(NO_SHARED_SAVES, lang)` for the page
 
 
 @dataclass

@@ -19,20 +19,35 @@ from dataclasses import dataclass
 
 import torch
 
+from .messages import Message, Text
 from .models import BUNDLED, SUGGESTED_MODELS, LoadedModel, check_loadable, load_model
 
 LOG = logging.getLogger(__name__)
 
+NO_MODEL = Text(
+    "No model loaded yet — the bundled model loads the first time it is needed",
+    "モデルはまだ読み込まれていません — 最初に必要になったときに同梱モデルを読み込みます",
+)
+MODEL = Text(
+    "**{name}** (`{spec}`) — {num_layers} layers, hidden size {hidden_size}, {dtype} on {device}",
+    "**{name}** (`{spec}`) — {num_layers} レイヤー、隠れ次元 {hidden_size}、{dtype}、{device} で実行",
+)
+STARTED_WITH = Text("{spec} (started with)", "{spec}（起動時のモデル）")
+REFUSAL = Text(
+    "This server loads only its listed models: {allowed}. Any other Hugging Face model or a local path needs the "
+    "server started on localhost or with `python app.py --allow-any-model`.",
+    "このサーバーで読み込めるのは一覧のモデルだけです: {allowed}。ほかの Hugging Face のモデルや手元のパスを使うには、"
+    "サーバーを localhost で起動するか `python app.py --allow-any-model` で起動してください。",
+)
+LOADING = Text("Loading {spec} …", "{spec} を読み込み中 …")
+RESTORING = Text("Loading {spec} back …", "{spec} を読み込み直し中 …")
 
-def model_status(loaded: LoadedModel | None) -> str:
-    """One markdown line naming the loaded model and its shape (or saying none is loaded yet)."""
+
+def model_status(loaded: LoadedModel | None, ui_lang: str = "en") -> str:
+    """One markdown line naming the loaded model and its shape (or saying none is loaded yet), in `ui_lang`."""
     if loaded is None:
-        return "モデル未読み込み / no model loaded — the bundled model loads on first use"
-    d = loaded.describe()
-    return (
-        f"**{d['name']}** (`{d['spec']}`) — {d['num_layers']} レイヤー / layers, hidden {d['hidden_size']}, "
-        f"{d['dtype']} on {d['device']}"
-    )
+        return NO_MODEL.say(ui_lang)
+    return MODEL.say(ui_lang, **loaded.describe())
 
 
 class ModelNotAllowed(ValueError):
@@ -56,9 +71,13 @@ class ModelPolicy:
     @property
     def choices(self) -> list[tuple[str, str]]:
         """(label, spec) of the models offered by name: the presets, then the start-up model if it is not one."""
+        return self.choices_in("en")
+
+    def choices_in(self, ui_lang: str = "en") -> list[tuple[str, str]]:
+        """`choices` with the start-up model's label in `ui_lang`."""
         listed = list(self.presets)
         if self.started_with and self.started_with not in {spec for _, spec in listed}:
-            listed.append((f"{self.started_with} (started with)", self.started_with))
+            listed.append((STARTED_WITH.say(ui_lang, spec=self.started_with), self.started_with))
         return listed
 
     @property
@@ -66,13 +85,10 @@ class ModelPolicy:
         """The specs a visitor may load when allow_any is off."""
         return [spec for _, spec in self.choices]
 
-    def refusal(self) -> str:
-        """The one message every refused spec gets (it names no path and says nothing about the request)."""
-        return (
-            "このサーバーでは一覧のモデルだけ選べます / this server loads only its listed models: "
-            f"{', '.join(self.allowed)}. Any hub id or local path needs the server started on localhost or with "
-            "`python app.py --allow-any-model`."
-        )
+    def refusal(self) -> Message:
+        """The one message every refused spec gets (it names no path and says nothing about the request); a
+        Message, so `.in_lang(ui_lang)` (or messages.localized) says it in the page's language."""
+        return REFUSAL(allowed=", ".join(self.allowed))
 
     def check(self, spec: str | None) -> str:
         """The spec to load (stripped; empty means the bundled model), or ModelNotAllowed before anything on disk
@@ -97,8 +113,8 @@ class ModelSession:
         self.loaded = loaded
         self.default = default  # loaded by get() when nothing is loaded yet
 
-    def status(self) -> str:
-        return model_status(self.loaded)
+    def status(self, ui_lang: str = "en") -> str:
+        return model_status(self.loaded, ui_lang)
 
     @property
     def spec(self) -> str:
@@ -115,9 +131,11 @@ class ModelSession:
             return self.loaded
 
     def load(self, spec: str, on_status: Callable[[str], None] | None = None) -> LoadedModel:
-        """Make `spec` the shared model. Raises what loading raised; the previous model is then loaded back."""
+        """Make `spec` the shared model. Raises what loading raised; the previous model is then loaded back.
+
+        `on_status` gets each step as a messages.Message (an English str; `.in_lang(ui_lang)` for the page)."""
         report = on_status or (lambda text: None)
-        report(f"loading {spec} …")
+        report(LOADING(spec=spec))
         with self.lock:
             if self.loaded is not None and self.loaded.spec == spec:
                 return self.loaded
@@ -140,7 +158,7 @@ class ModelSession:
         """Best effort: bring the previous model back after a failed load (else the default loads lazily)."""
         if spec is None:
             return
-        report(f"restoring {spec} …")
+        report(RESTORING(spec=spec))
         try:
             self.loaded = load_model(spec)
         except Exception:  # noqa: BLE001 - the original error is the one to report

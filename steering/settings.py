@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .data import CONTRASTS  # noqa: F401 - re-exported: every choice list in one place
+from .messages import Text
+from .readers import composed
 from .style import LANGS
 
 # Choice lists. steer.py keeps its own copies of SCALES / APPLY_TO / MODES for now; tests/test_settings.py checks
@@ -74,6 +76,83 @@ _PART = re.compile(r"(-?[0-9]+)(?:-(-?[0-9]+))?")
 _OPTION_SEPARATORS = re.compile(r"[\s;|]+")
 _STRENGTH_SEPARATORS = re.compile(r"[\s,;]+")
 
+# What a user reads when a setting is refused; `what` names the argument or field ('--layers', 'layers').
+EMPTY_LAYER_SPEC = Text(
+    en="{what}: empty layer spec; give e.g. 8-20, 3,5,7 or -8--1",
+    ja="{what}: レイヤー指定が空です。8-20、3,5,7、-8--1 のように書いてください",
+)
+BAD_LAYER_PART = Text(
+    en="{what}: bad layer spec {spec!r}: {part!r} is not a number or an A-B range",
+    ja="{what}: レイヤー指定 {spec!r} が正しくありません: {part!r} は数でも A-B の範囲でもありません",
+)
+NO_LAYERS_SELECTED = Text(
+    en="{what}: bad layer spec {spec!r}: no layers selected",
+    ja="{what}: レイヤー指定 {spec!r} が正しくありません: レイヤーが 1 つも選ばれていません",
+)
+LAYER_OUT_OF_RANGE = Text(
+    en="{what} {spec!r}: layer {layer} is out of range: the model has {count} layers "
+    "(0..{last}, or -{count}..-1 from the end)",
+    ja="{what} {spec!r}: レイヤー {layer} は範囲外です: このモデルのレイヤーは {count} 個です"
+    "（0..{last}、または後ろから数えて -{count}..-1）",
+)
+BAD_LAYER_TYPE = Text(
+    en="{what}: bad layer spec {spec!r}: expected a layer number, a list or a string like 8-20",
+    ja="{what}: レイヤー指定 {spec!r} が正しくありません: レイヤー番号、そのリスト、または 8-20 のような文字列にしてください",
+)
+NOT_LAYER_LIST = Text(
+    en="{what}: bad layer spec {spec!r}: not a list of layer numbers",
+    ja="{what}: レイヤー指定 {spec!r} が正しくありません: レイヤー番号のリストではありません",
+)
+BACKWARDS_RANGE = Text(
+    en="{what}: bad layer spec {spec!r}: the range {first}-{last} runs backwards",
+    ja="{what}: レイヤー指定 {spec!r} が正しくありません: 範囲 {first}-{last} が逆向きです",
+)
+NO_OPTIONS = Text(
+    en="{what}: empty; write at least one layer option, e.g. {example}",
+    ja="{what}: 空です。{example} のようにレイヤー候補を 1 つ以上書いてください",
+)
+NO_OPTION_IN = Text(
+    en="{what}: no layer option in {text!r}; write e.g. {example}",
+    ja="{what}: {text!r} にレイヤー候補がありません。{example} のように書いてください",
+)
+TOO_MANY_OPTIONS = Text(
+    en="{what}: {count} layer options, at most {limit} here",
+    ja="{what}: レイヤー候補が {count} 個あります。ここでは {limit} 個までです",
+)
+PENALTY_BELOW_ONE = Text(
+    en="{what}: repetition penalty {value:g} is below 1 (that rewards repeating)",
+    ja="{what}: 繰り返しペナルティ {value:g} が 1 未満です（それでは繰り返しを促してしまいます）",
+)
+# The numbers a list holds (the `noun` and `nouns` of the messages below)
+STRENGTH = Text(en="strength", ja="強度")
+STRENGTHS = Text(en="strengths", ja="強度")
+PENALTY = Text(en="repetition penalty", ja="繰り返しペナルティ")
+PENALTIES = Text(en="repetition penalties", ja="繰り返しペナルティ")
+NO_NUMBERS = Text(
+    en="{what}: empty; write at least one {noun}, e.g. {example}",
+    ja="{what}: 空です。{example} のように{noun}を 1 つ以上書いてください",
+)
+NOT_A_NUMBER = Text(en="{what}: {noun} {part!r} is not a number", ja="{what}: {noun} {part!r} は数ではありません")
+NOT_FINITE = Text(
+    en="{what}: {noun} {part!r} is not a finite number", ja="{what}: {noun} {part!r} は有限の数ではありません"
+)
+BEYOND_LIMIT = Text(
+    en="{what}: {noun} {part!r} is beyond ±{limit:g}, the most any {noun} may be",
+    ja="{what}: {noun} {part!r} は上限の ±{limit:g} を超えています",
+)
+TOO_MANY_NUMBERS = Text(
+    en="{what}: more than {limit} {nouns}, at most {limit} here",
+    ja="{what}: {nouns}が {limit} 個を超えています。ここでは {limit} 個までです",
+)
+NO_NUMBER_IN = Text(
+    en="{what}: no {noun} in {text!r}; write e.g. {example}",
+    ja="{what}: {text!r} に{noun}がありません。{example} のように書いてください",
+)
+EMPTY_SETTING = Text(
+    en="{arg}: empty; leave it out to use the vector's recommended setting",
+    ja="{arg}: 空です。ベクトルのおすすめ設定を使うには、この指定ごと省いてください",
+)
+
 
 # --------------------------------------------------------------------------------------------- layer specs
 
@@ -86,18 +165,18 @@ def _spec_parts(spec: str, what: str) -> list[tuple[int, int]]:
     """'8-12,3' -> [(8, 12), (3, 3)]: the numbers as written (negatives unresolved), nothing expanded."""
     compact = "".join(str(spec).split())
     if not compact:
-        raise ValueError(f"{what}: empty layer spec; give e.g. 8-20, 3,5,7 or -8--1")
+        raise ValueError(EMPTY_LAYER_SPEC(what=what))
     parts = []
     for part in compact.split(","):
         if not part:
             continue
         match = _PART.fullmatch(part)
         if not match:
-            raise ValueError(f"{what}: bad layer spec {spec!r}: {part!r} is not a number or an A-B range")
+            raise ValueError(BAD_LAYER_PART(what=what, spec=spec, part=part))
         lo = int(match.group(1))
         parts.append((lo, int(match.group(2)) if match.group(2) is not None else lo))
     if not parts:
-        raise ValueError(f"{what}: bad layer spec {spec!r}: no layers selected")
+        raise ValueError(NO_LAYERS_SELECTED(what=what, spec=spec))
     return parts
 
 
@@ -110,10 +189,7 @@ def _resolve_layer(layer: int, num_layers: int, spec, what: str) -> int:
     """A layer number with negatives counted from the end, refused when the model has no such layer."""
     index = layer + num_layers if layer < 0 else layer
     if not 0 <= index < num_layers:
-        raise ValueError(
-            f"{what} {spec!r}: layer {layer} is out of range: the model has {num_layers} layers "
-            f"(0..{num_layers - 1}, or -{num_layers}..-1 from the end)"
-        )
+        raise ValueError(LAYER_OUT_OF_RANGE(what=what, spec=spec, layer=layer, count=num_layers, last=num_layers - 1))
     return index
 
 
@@ -125,12 +201,12 @@ def default_layers(num_layers: int) -> list[int]:
 def _items(spec, num_layers: int, what: str) -> Iterable[tuple[int, int]]:
     """(first, last) runs of a spec in any accepted form; a range is checked by its ends, never iterated."""
     if isinstance(spec, bool):
-        raise ValueError(f"{what}: bad layer spec {spec!r}: expected a layer number, a list or a string like 8-20")
+        raise ValueError(BAD_LAYER_TYPE(what=what, spec=spec))
     if isinstance(spec, int):
         return [(spec, spec)]
     if isinstance(spec, range):
         if not spec:
-            raise ValueError(f"{what}: bad layer spec {spec!r}: no layers selected")
+            raise ValueError(NO_LAYERS_SELECTED(what=what, spec=spec))
         _resolve_layer(min(spec[0], spec[-1]), num_layers, spec, what)
         _resolve_layer(max(spec[0], spec[-1]), num_layers, spec, what)
         return [(layer, layer) for layer in spec]  # both ends fit: at most 2 × num_layers items
@@ -138,7 +214,7 @@ def _items(spec, num_layers: int, what: str) -> Iterable[tuple[int, int]]:
         try:
             return [(int(x), int(x)) for x in spec]
         except (TypeError, ValueError):
-            raise ValueError(f"{what}: bad layer spec {spec!r}: not a list of layer numbers") from None
+            raise ValueError(NOT_LAYER_LIST(what=what, spec=spec)) from None
     return _spec_parts(str(spec), what)
 
 
@@ -154,10 +230,10 @@ def parse_layers(spec: str | int | Sequence[int] | range | None, num_layers: int
     for first, last in _items(spec, num_layers, what):
         lo, hi = _resolve_layer(first, num_layers, spec, what), _resolve_layer(last, num_layers, spec, what)
         if lo > hi:
-            raise ValueError(f"{what}: bad layer spec {spec!r}: the range {first}-{last} runs backwards")
+            raise ValueError(BACKWARDS_RANGE(what=what, spec=spec, first=first, last=last))
         chosen.update(range(lo, hi + 1))
     if not chosen:
-        raise ValueError(f"{what}: bad layer spec {spec!r}: no layers selected")
+        raise ValueError(NO_LAYERS_SELECTED(what=what, spec=spec))
     return sorted(chosen)
 
 
@@ -178,12 +254,12 @@ def parse_layer_options(
     """'6-10 10-14;3,5,7' -> ['6-10', '10-14', '3,5,7']: options separated by spaces, ';' or '|' (commas stay
     inside one option). Each option's syntax is checked, and its range too when num_layers is given."""
     if _is_blank(text):
-        raise ValueError(f"{what}: empty; write at least one layer option, e.g. {SWEEP_LAYER_OPTIONS}")
+        raise ValueError(NO_OPTIONS(what=what, example=SWEEP_LAYER_OPTIONS))
     options = [part.strip(",") for part in _OPTION_SEPARATORS.split(str(text)) if part.strip(",")]
     if not options:
-        raise ValueError(f"{what}: no layer option in {text!r}; write e.g. {SWEEP_LAYER_OPTIONS}")
+        raise ValueError(NO_OPTION_IN(what=what, text=text, example=SWEEP_LAYER_OPTIONS))
     if max_count is not None and len(options) > max_count:
-        raise ValueError(f"{what}: {len(options)} layer options, at most {max_count} here")
+        raise ValueError(TOO_MANY_OPTIONS(what=what, count=len(options), limit=max_count))
     for option in options:
         if num_layers is None:
             _spec_parts(option, what)
@@ -194,21 +270,23 @@ def parse_layer_options(
 
 def parse_strengths(text: str | None, what: str = "strengths", max_count: int | None = None) -> list[float]:
     """'0,1,2,3,4' (commas or spaces) -> [0.0, 1.0, 2.0, 3.0, 4.0]; repeats dropped, order kept, all finite."""
-    return _parse_numbers(text, what, "strength", SWEEP_STRENGTHS["calibrated"], max_count)
+    return _parse_numbers(text, what, (STRENGTH, STRENGTHS), SWEEP_STRENGTHS["calibrated"], max_count)
 
 
 def parse_penalties(text: str | None, what: str = "repetition penalties") -> list[float]:
     """'1.1,1.3' -> [1.1, 1.3]: repetition penalties, each at least 1 (below 1 rewards repeating)."""
-    values = _parse_numbers(text, what, "repetition penalty", "1.1,1.3", None)
+    values = _parse_numbers(text, what, (PENALTY, PENALTIES), "1.1,1.3", None)
     for value in values:
         if value < 1:
-            raise ValueError(f"{what}: repetition penalty {value:g} is below 1 (that rewards repeating)")
+            raise ValueError(PENALTY_BELOW_ONE(what=what, value=value))
     return values
 
 
-def _parse_numbers(text, what: str, noun: str, example: str, max_count: int | None) -> list[float]:
+def _parse_numbers(text, what: str, words: tuple[Text, Text], example: str, max_count: int | None) -> list[float]:
+    """The numbers in `text`; `words` name one and several of them in messages (STRENGTH, STRENGTHS)."""
+    noun, nouns = words[0](), words[1]()
     if _is_blank(text):
-        raise ValueError(f"{what}: empty; write at least one {noun}, e.g. {example}")
+        raise ValueError(composed(NO_NUMBERS, what=what, noun=noun, example=example))
     values: dict[float, None] = {}  # a dict keeps order and finds repeats in O(1)
     for part in _STRENGTH_SEPARATORS.split(str(text)):
         if not part:
@@ -216,16 +294,16 @@ def _parse_numbers(text, what: str, noun: str, example: str, max_count: int | No
         try:
             value = float(part)
         except ValueError:
-            raise ValueError(f"{what}: {noun} {part!r} is not a number") from None
+            raise ValueError(composed(NOT_A_NUMBER, what=what, noun=noun, part=part)) from None
         if not math.isfinite(value):
-            raise ValueError(f"{what}: {noun} {part!r} is not a finite number")
+            raise ValueError(composed(NOT_FINITE, what=what, noun=noun, part=part))
         if abs(value) > MAX_STRENGTH:
-            raise ValueError(f"{what}: {noun} {part!r} is beyond ±{MAX_STRENGTH:g}, the most any {noun} may be")
+            raise ValueError(composed(BEYOND_LIMIT, what=what, noun=noun, part=part, limit=MAX_STRENGTH))
         values[value] = None
         if max_count is not None and len(values) > max_count:  # checked while reading: a huge list stops early
-            raise ValueError(f"{what}: more than {max_count} {noun}s, at most {max_count} here")
+            raise ValueError(composed(TOO_MANY_NUMBERS, what=what, nouns=nouns, limit=max_count))
     if not values:
-        raise ValueError(f"{what}: no {noun} in {text!r}; write e.g. {example}")
+        raise ValueError(composed(NO_NUMBER_IN, what=what, noun=noun, text=text, example=example))
     return list(values)
 
 
@@ -295,7 +373,7 @@ def _given(value, name: str, cli: bool):
     if isinstance(value, str):
         if not value.strip():
             arg = "--" + name.replace("_", "-") if cli else name
-            raise ValueError(f"{arg}: empty; leave it out to use the vector's recommended setting")
+            raise ValueError(EMPTY_SETTING(arg=arg))
         return value.strip()
     return value
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from .capture import block_output
+from .messages import Message, Text
 from .models import LoadedModel
 from .settings import APPLY_TO, MAX_STRENGTH, MODES, SCALES, parse_layers
 from .vectors import MAX_DIRECTION_VALUE, MIN_DIRECTION_NORM, SteeringVector, check_fits
@@ -45,6 +46,65 @@ from .vectors import MAX_DIRECTION_VALUE, MIN_DIRECTION_NORM, SteeringVector, ch
 SANE_STRENGTH = {"calibrated": 8.0, "raw": 200.0}
 # The per-layer statistics the clamp mode needs (recorded by extraction since the modes were added).
 CLAMP_STATS = ("baseline_projection", "gyaru_projection")
+
+NO_DIRECTION = Text(
+    en="the vector has no direction for layers {missing} (it has {layers})",
+    ja="このベクトルにはレイヤー {missing} の方向がありません（あるのは {layers}）",
+)
+BAD_NORM = Text(
+    en="layer {layer}: the recorded mean-difference norm is {value!r}, not a finite positive number (an edited or "
+    "damaged .json sidecar?), so the calibrated scale is unknown; use scale='raw'",
+    ja="レイヤー {layer}: 記録された平均差のノルムが {value!r} で、有限の正の数ではありません（.json サイドカーが"
+    "編集されたか壊れている？）。calibrated スケールが決まらないので scale='raw' を使ってください",
+)
+CLAMP_NEEDS_STATS = Text(
+    en="mode 'clamp' needs the per-layer projections {stats} recorded at extraction; this vector has none for layer "
+    "{layer} (extracted before they were recorded): re-extract it, or use mode 'add' or 'norm_preserving'",
+    ja="mode 'clamp' には抽出時に記録されるレイヤーごとの射影 {stats} が必要ですが、このベクトルにはレイヤー {layer} "
+    "の分がありません（記録されるようになる前の抽出です）。抽出し直すか、mode 'add' か 'norm_preserving' を使ってください",
+)
+BAD_PROJECTIONS = Text(
+    en="layer {layer}: the recorded projections are not finite numbers (a damaged sidecar?)",
+    ja="レイヤー {layer}: 記録された射影が有限の数ではありません（サイドカーが壊れている？）",
+)
+UNKNOWN_CHOICE = Text(
+    en="unknown {name} {value!r}: expected one of {choices}",
+    ja="{name} {value!r} は使えません: {choices} のどれかにしてください",
+)
+NOT_CALIBRATED = Text(
+    en="the vector has no recorded mean-difference norms (a bare .pt without its .json sidecar?), so the calibrated "
+    "scale is unknown; use scale='raw'",
+    ja="このベクトルには平均差のノルムが記録されていません（.json サイドカーのない .pt だけ？）。calibrated スケール"
+    "が決まらないので scale='raw' を使ってください",
+)
+DIRECTION_NOT_FINITE = Text(
+    en="layer {layer}: the vector's direction holds NaN or inf values",
+    ja="レイヤー {layer}: ベクトルの方向に NaN か inf が含まれています",
+)
+DIRECTION_UNUSABLE = Text(
+    en="layer {layer}: the vector's direction has norm {norm:.3g} (all zeros, or values beyond ±{limit:g}): it "
+    "cannot steer",
+    ja="レイヤー {layer}: ベクトルの方向のノルムが {norm:.3g} です（すべて 0 か、±{limit:g} を超える値）。これでは"
+    "ステアリングできません",
+)
+STRENGTH_NOT_FINITE = Text(
+    en="strength must be a finite number, got {value}", ja="強度は有限の数にしてください（{value} でした）"
+)
+STRENGTH_BEYOND = Text(
+    en="strength {value:g} is beyond ±{limit:g}, the most any strength may be",
+    ja="強度 {value:g} は上限の ±{limit:g} を超えています",
+)
+STRENGTH_WARNING = Text(
+    en="strength {value:g} on the {scale} scale is beyond ±{limit:g}; expect broken text",
+    ja="{scale} スケールで強度 {value:g} は ±{limit:g} を超えています。文章が崩れるおそれがあります",
+)
+ROW_MISMATCH = Text(
+    en="{count} strengths for a batch of {rows} rows", ja="{rows} 行のバッチに強度が {count} 個あります"
+)
+BAD_HALF_LIFE = Text(
+    en="half_life must be a positive number of tokens, got {value}",
+    ja="half_life は正のトークン数にしてください（{value} でした）",
+)
 
 
 @dataclass
@@ -63,7 +123,7 @@ class Steering:
         chosen = self.vector.layers if self.layers is None else parse_layers(self.layers, num_layers)
         missing = [layer for layer in chosen if layer not in self.vector.directions]
         if missing:
-            raise ValueError(f"the vector has no direction for layers {missing} (it has {self.vector.layers})")
+            raise ValueError(NO_DIRECTION(missing=missing, layers=self.vector.layers))
         return chosen
 
     def with_strengths(self, strengths: float | Sequence[float]) -> Steering:
@@ -80,12 +140,10 @@ class LayerPush:
     span: float = 1.0  # ... and its change per unit of strength
 
 
-def _finite_positive(value, layer: int, key: str) -> float:
+def _norm(value, layer: int) -> float:
+    """A recorded mean-difference norm, refused unless a finite positive number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"layer {layer}: the recorded {key} is {value!r}, not a finite positive number (an edited or damaged "
-            ".json sidecar?), so the calibrated scale is unknown; use scale='raw'"
-        )
+        raise ValueError(BAD_NORM(layer=layer, value=value))
     return float(value)
 
 
@@ -93,40 +151,30 @@ def _clamp_stats(steering: Steering, layer: int) -> tuple[float, float]:
     stats = steering.vector.stats.get(layer, {})
     missing = [key for key in CLAMP_STATS if key not in stats]
     if missing:
-        raise ValueError(
-            f"mode 'clamp' needs the per-layer projections {', '.join(CLAMP_STATS)} recorded at extraction; this "
-            f"vector has none for layer {layer} (extracted before they were recorded): re-extract it, or use mode "
-            "'add' or 'norm_preserving'"
-        )
+        raise ValueError(CLAMP_NEEDS_STATS(stats=", ".join(CLAMP_STATS), layer=layer))
     base, top = (float(stats[key]) for key in CLAMP_STATS)
     if not (math.isfinite(base) and math.isfinite(top)):
-        raise ValueError(f"layer {layer}: the recorded projections are not finite numbers (a damaged sidecar?)")
+        raise ValueError(BAD_PROJECTIONS(layer=layer))
     return base, top - base
 
 
 def layer_pushes(steering: Steering, num_layers: int) -> dict[int, LayerPush]:
     """Per steered layer: the unit direction and the strength-1 push under the chosen scale and mode."""
     if steering.scale not in SCALES:
-        raise ValueError(f"unknown scale {steering.scale!r}: expected one of {', '.join(SCALES)}")
+        raise ValueError(UNKNOWN_CHOICE(name="scale", value=steering.scale, choices=", ".join(SCALES)))
     if steering.mode not in MODES:
-        raise ValueError(f"unknown mode {steering.mode!r}: expected one of {', '.join(MODES)}")
+        raise ValueError(UNKNOWN_CHOICE(name="mode", value=steering.mode, choices=", ".join(MODES)))
     layers = steering.layer_list(num_layers)
     if steering.scale == "calibrated" and not steering.vector.calibrated:
-        raise ValueError(
-            "the vector has no recorded mean-difference norms (a bare .pt without its .json sidecar?), "
-            "so the calibrated scale is unknown; use scale='raw'"
-        )
+        raise ValueError(NOT_CALIBRATED())
     pushes = {}
     for layer in layers:
         unit = steering.vector.directions[layer].float()
         if not torch.isfinite(unit).all():
-            raise ValueError(f"layer {layer}: the vector's direction holds NaN or inf values")
+            raise ValueError(DIRECTION_NOT_FINITE(layer=layer))
         norm = float(unit.double().norm())
         if norm < MIN_DIRECTION_NORM or float(unit.abs().max()) > MAX_DIRECTION_VALUE:
-            raise ValueError(
-                f"layer {layer}: the vector's direction has norm {norm:.3g} (all zeros, or values beyond "
-                f"±{MAX_DIRECTION_VALUE:g}): it cannot steer"
-            )
+            raise ValueError(DIRECTION_UNUSABLE(layer=layer, norm=norm, limit=MAX_DIRECTION_VALUE))
         unit = unit / unit.norm().clamp_min(1e-12)
         if steering.scale == "raw":
             pushes[layer] = LayerPush(unit, step=1.0, base=0.0, span=1.0)
@@ -134,7 +182,7 @@ def layer_pushes(steering: Steering, num_layers: int) -> dict[int, LayerPush]:
             base, span = _clamp_stats(steering, layer)
             pushes[layer] = LayerPush(unit, step=0.0, base=base, span=span)
         else:
-            norm = _finite_positive(steering.vector.stats[layer].get("mean_diff_norm"), layer, "mean-difference norm")
+            norm = _norm(steering.vector.stats[layer].get("mean_diff_norm"), layer)
             pushes[layer] = LayerPush(unit, step=norm / len(layers))
     return pushes
 
@@ -145,9 +193,9 @@ def strength_values(strength) -> list[float]:
     values = [float(strength)] if isinstance(strength, (int, float)) else [float(s) for s in strength]
     for s in values:
         if not math.isfinite(s):
-            raise ValueError(f"strength must be a finite number, got {s}")
+            raise ValueError(STRENGTH_NOT_FINITE(value=s))
         if abs(s) > MAX_STRENGTH:
-            raise ValueError(f"strength {s:g} is beyond ±{MAX_STRENGTH:g}, the most any strength may be")
+            raise ValueError(STRENGTH_BEYOND(value=s, limit=MAX_STRENGTH))
     return values
 
 
@@ -155,15 +203,13 @@ def _strength_tensor(strength) -> torch.Tensor:
     return torch.tensor(strength_values(strength), dtype=torch.float32)
 
 
-def strength_warning(steering: Steering) -> str | None:
-    """The warning for a strength far outside what ever produces readable text, else None (a UI can show it)."""
+def strength_warning(steering: Steering) -> Message | None:
+    """The warning for a strength far outside what ever produces readable text, else None (a UI can show it in
+    either language)."""
     limit = SANE_STRENGTH.get(steering.scale, math.inf)
     values = _strength_tensor(steering.strength)
     if values.abs().max() > limit:
-        return (
-            f"strength {values.abs().max().item():g} on the {steering.scale} scale is beyond ±{limit:g}; "
-            "expect broken text"
-        )
+        return STRENGTH_WARNING(value=values.abs().max().item(), scale=steering.scale, limit=limit)
     return None
 
 
@@ -219,7 +265,7 @@ class _LayerHook:
         if self.half_life and self.calls > 1:  # decay over the reply: the pass after the prompt is token 0
             coeffs = coeffs * 0.5 ** ((self.calls - 2) / self.half_life)
         if coeffs.numel() not in (1, hidden.shape[0]):
-            raise ValueError(f"{coeffs.numel()} strengths for a batch of {hidden.shape[0]} rows")
+            raise ValueError(ROW_MISMATCH(count=coeffs.numel(), rows=hidden.shape[0]))
         if self.apply_to == "last":
             hidden = hidden.clone()
             hidden[:, -1:, :] = steered_hidden(hidden[:, -1:, :], self.push, coeffs, self.mode, unit)
@@ -231,11 +277,11 @@ class _LayerHook:
 def check_steering(loaded: LoadedModel, steering: Steering) -> dict[int, LayerPush]:
     """Every check a steering must pass before a hook is attached; returns its per-layer pushes."""
     if steering.apply_to not in APPLY_TO:
-        raise ValueError(f"unknown apply_to {steering.apply_to!r}: expected one of {', '.join(APPLY_TO)}")
+        raise ValueError(UNKNOWN_CHOICE(name="apply_to", value=steering.apply_to, choices=", ".join(APPLY_TO)))
     check_fits(steering.vector, loaded.hidden_size, loaded.num_layers, loaded.name)
     check_strengths(steering)
     if steering.half_life is not None and not (math.isfinite(steering.half_life) and steering.half_life > 0):
-        raise ValueError(f"half_life must be a positive number of tokens, got {steering.half_life}")
+        raise ValueError(BAD_HALF_LIFE(value=steering.half_life))
     return layer_pushes(steering, loaded.num_layers)
 
 

@@ -7,7 +7,9 @@ judge; perplexity under the plain model is reported as a median and as a ratio t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 
 from .generate import GenerationSettings, generate_rows
@@ -62,6 +64,49 @@ class Replies:
     token_ids: list[list[int]]
 
 
+class _Progress:
+    """progress(done, total) in replies, called only when `done` grows (so it never goes back or repeats)."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None, total: int):
+        self.progress, self.total, self.shown = progress, total, 0
+
+    def __call__(self, done: int) -> None:
+        done = min(int(done), self.total)
+        if self.progress is not None and done > self.shown:
+            self.shown = done
+            self.progress(done, self.total)
+
+    def during(self, loaded: LoadedModel, before: int, rows: int, max_new_tokens: int):
+        """While `rows` replies are generated in one call: after each new token, the share of the call done so far
+        as whole replies (never all of them: the call's end reports those)."""
+        if self.progress is None or rows < 2:
+            return nullcontext()
+        return _forward_passes(loaded, lambda n: self(before + min(rows - 1, rows * n // max_new_tokens)))
+
+
+@contextmanager
+def _forward_passes(loaded: LoadedModel, on_pass: Callable[[int], None]) -> Iterator[None]:
+    """Call on_pass(n) after the model's n-th forward pass in this thread (one per new token while generating);
+    another thread's passes on the shared model are not counted."""
+    register = getattr(loaded.model, "register_forward_hook", None)
+    if register is None:
+        yield
+        return
+    owner, passes = threading.get_ident(), 0
+
+    def hook(_module, _inputs, _output) -> None:
+        nonlocal passes
+        if threading.get_ident() == owner:
+            passes += 1
+            on_pass(passes)
+
+    handle = register(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def generate_settings(
     loaded: LoadedModel,
     vector,
@@ -71,12 +116,16 @@ def generate_settings(
     system_prompt: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[Setting, Replies]:
-    """Greedy replies for every setting, batched: all strengths of one group (and the prompts) share calls."""
+    """Greedy replies for every setting, batched: all strengths of one group (and the prompts) share calls.
+
+    progress(done, total) counts replies (total: settings × conversations); inside a batched call it advances with
+    the tokens generated, so a long call moves the bar too. It only grows, and ends at total."""
     groups: dict[tuple, list[Setting]] = {}
     for setting in dict.fromkeys(settings):
         groups.setdefault(setting.group(), []).append(setting)
     rows = [(s, c) for members in groups.values() for s in members for c in conversations]
     out: dict[Setting, Replies] = {s: Replies([], [], []) for members in groups.values() for s in members}
+    report = _Progress(progress, len(rows))
     done = 0
     for members in groups.values():
         group_rows = [(s, c) for s in members for c in conversations]
@@ -89,15 +138,15 @@ def generate_settings(
             steering = Steering(vector, first.layers, 0.0, first.scale, first.apply_to, first.mode, first.half_life)
         for start in range(0, len(group_rows), MAX_BATCH_ROWS):
             chunk = group_rows[start : start + MAX_BATCH_ROWS]
-            result = generate_rows(loaded, [c for _, c in chunk], [s.strength for s, _ in chunk], steering, gen)
+            with report.during(loaded, done, len(chunk), max_new_tokens):
+                result = generate_rows(loaded, [c for _, c in chunk], [s.strength for s, _ in chunk], steering, gen)
             for (setting, conv), text, ids in zip(chunk, result.texts, result.token_ids):
                 replies = out[setting]
                 replies.conversations.append(list(conv))
                 replies.texts.append(text)
                 replies.token_ids.append(ids)
             done += len(chunk)
-            if progress:
-                progress(done, len(rows))
+            report(done)
     return out
 
 
@@ -172,7 +221,11 @@ def sweep(
     repetition_penalty: float = 1.0,
     mode: str = "add",
 ) -> list[SweepCell]:
-    """Greedy replies over a layer × strength grid (plus the plain replies, for the perplexity ratio)."""
+    """Greedy replies over a layer × strength grid (plus the plain replies, for the perplexity ratio).
+
+    progress(done, total) counts the replies generated (see generate_settings): total is the number of prompts
+    times the cells actually run (strength 0 is one plain run whatever the layers). Judging the replies afterwards
+    is not counted."""
     base = Setting("", 0.0, scale, mode, apply_to, float(repetition_penalty))
     layer_lists = [Steering(vector, option).layer_list(loaded.num_layers) for option in layer_options]
     grid = [replace(base, layers=format_layers(x), strength=float(s)) for x in layer_lists for s in strengths]

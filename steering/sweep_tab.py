@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .checks import check_float, check_int
 from .data import load_prompts
+from .messages import Message, Text
 from .models import LoadedModel
 from .settings import (
     APPLY_TO,
@@ -26,6 +27,45 @@ from .settings import (
 from .steer import Steering, layer_pushes, strength_warning
 from .sweep import DEFAULT_SWEEP_TOKENS, MAX_BROKEN, MAX_PERPLEXITY_RATIO, Setting, SweepCell, sweep
 from .tables import cell_label
+
+# Field names in errors (steering.checks and steering.settings say the rest in the same language)
+PROMPTS = Text("prompts", "質問数")
+MAX_NEW_TOKENS = Text("max new tokens", "最大トークン数")
+REPETITION_PENALTY = Text("repetition penalty", "繰り返しペナルティ")
+LAYER_OPTIONS = Text("layer options", "レイヤー候補")
+STRENGTHS = Text("strengths", "強さ")
+UNKNOWN_APPLY_TO = Text(
+    "unknown apply-to {value!r}: expected one of {choices}",
+    "適用先 {value!r} は使えません: {choices} のどれかにしてください",
+)
+RECOMMENDED = Text(
+    "★ Recommended: layers **{layers}** at strength **{strength:g}** ({mode}, {apply_to}) — gal words in "
+    "{markers:.0%} of replies, {broken:.0%} broken, perplexity {ratio}",
+    "★ おすすめ: レイヤー **{layers}**、強さ **{strength:g}**（{mode}、{apply_to}）— ギャル語を含む返答 {markers:.0%}、"
+    "崩れた返答 {broken:.0%}、パープレキシティ {ratio}",
+)
+RATIO = Text("{ratio:.2f}× that of unsteered replies", "操作なしの {ratio:.2f} 倍")
+RATIO_UNKNOWN = Text("unknown", "不明")
+NO_RECOMMENDATION = Text(
+    "No recommendation: no strength other than 0 gave more replies with gal words than no steering while keeping "
+    "broken replies at {max_broken:.0%} or less and perplexity at most {max_ratio:g}× that of unsteered replies. "
+    "Try longer replies, other strengths or other layers.",
+    "おすすめなし: 強さ 0 以外で、崩れた返答を {max_broken:.0%} 以下、パープレキシティを操作なしの {max_ratio:g} 倍以下に"
+    "保ったまま、操作なしよりギャル語を含む返答を増やせたものはありませんでした。返答を長くするか、別の強さや別のレイヤーを試してください。",
+)
+OTHER_VECTOR = Text(
+    "The sweep was run on a different vector than the one selected now.",
+    "スイープしたのは、いま選んでいるのとは別のベクトルです。",
+)
+RUN_SWEEP_FIRST = Text("Run a sweep first.", "先にスイープを実行してください。")
+UNKNOWN_CELL = Text(
+    "unknown sweep cell {label!r}: pick one from the list",
+    "スイープのセル {label!r} は見つかりません: 一覧から選んでください",
+)
+NO_BEST = Text(
+    "The sweep has no recommended cell: pick one from the list.",
+    "このスイープにはおすすめのセルがありません: 一覧から選んでください。",
+)
 
 
 @dataclass(frozen=True)
@@ -56,10 +96,13 @@ class SweepGrid:
     ) -> list[SweepCell]:
         """steering.sweep.sweep over this grid on the first `n_prompts` (at least 1) bundled prompts in the
         vector's language (else the model's), greedy. A count that is not a whole number (NaN from an API call)
-        is a ValueError before anything runs."""
-        n_prompts = max(1, check_int(n_prompts, "質問数 / prompts", minimum=None))
-        max_new_tokens = check_int(max_new_tokens, "最大トークン / max new tokens", minimum=1)
-        repetition_penalty = check_float(repetition_penalty, "繰り返しペナルティ / repetition penalty", above=0.0)
+        is a ValueError before anything runs.
+
+        progress(done, total) counts replies: total = prompts × the cells generated (the strength-0 cells share
+        one plain run); it advances as tokens are generated, at least once per cell, and ends at total."""
+        n_prompts = max(1, check_int(n_prompts, PROMPTS(), minimum=None))
+        max_new_tokens = check_int(max_new_tokens, MAX_NEW_TOKENS(), minimum=1)
+        repetition_penalty = check_float(repetition_penalty, REPETITION_PENALTY(), above=0.0)
         lang = default_lang(vector.meta.lang, loaded.spec)
         prompts = load_prompts(lang)[:n_prompts]
         return sweep(
@@ -90,10 +133,10 @@ def sweep_grid(
     """Parse the tab's text fields within its limits and check every option against the vector and the model, so
     a bad grid (a layer out of range or without a direction, a scale or mode the vector cannot do) is refused
     with a ValueError before anything is generated. Options naming the same layers are swept once."""
-    options = parse_layer_options(layer_options, "レイヤー候補 / layer options", max_count=MAX_SWEEP_OPTIONS)
-    values = parse_strengths(strengths, "強さ / strengths", max_count=MAX_SWEEP_STRENGTHS)
+    options = parse_layer_options(layer_options, LAYER_OPTIONS(), max_count=MAX_SWEEP_OPTIONS)
+    values = parse_strengths(strengths, STRENGTHS(), max_count=MAX_SWEEP_STRENGTHS)
     if apply_to not in APPLY_TO:
-        raise ValueError(f"unknown apply_to {apply_to!r}: expected one of {', '.join(APPLY_TO)}")
+        raise ValueError(UNKNOWN_APPLY_TO(value=apply_to, choices=", ".join(APPLY_TO)))
     specs = []
     for option in options:
         steering = Steering(vector, option, 0.0, scale, apply_to, mode)
@@ -103,21 +146,23 @@ def sweep_grid(
     return SweepGrid(list(dict.fromkeys(specs)), values, scale, mode, apply_to, warning)
 
 
-def best_line(best: SweepCell | None) -> str:
-    """The Markdown line naming the recommended cell and why (markers, broken share, perplexity ratio)."""
+def best_line(best: SweepCell | None, ui_lang: str = "en") -> str:
+    """The Markdown line naming the recommended cell and why (gal words, broken share, perplexity ratio), or the
+    limits no cell met, in `ui_lang`."""
     if best is None:
-        return (
-            "おすすめなし / no recommendation: no non-zero strength raised the marker share over the plain replies "
-            f"with at most {MAX_BROKEN:.0%} broken replies and perplexity at most {MAX_PERPLEXITY_RATIO:g}× plain "
-            "(try more tokens, other strengths or other layers)"
-        )
+        return NO_RECOMMENDATION.say(ui_lang, max_broken=MAX_BROKEN, max_ratio=MAX_PERPLEXITY_RATIO)
     s = best.summary
     ratio = s.get("perplexity_ratio")
-    shown_ratio = f"{ratio:.2f}× plain" if ratio is not None else "unknown"
-    return (
-        f"★ おすすめ / recommended: layers **{format_layers(best.layers)}** @ strength **{best.strength:g}** "
-        f"({best.setting.mode}, {best.setting.apply_to}) — markers {s['marker_share']:.0%}, "
-        f"broken {s['broken_share']:.0%}, perplexity {shown_ratio}"
+    shown = RATIO.say(ui_lang, ratio=ratio) if ratio is not None else RATIO_UNKNOWN.say(ui_lang)
+    return RECOMMENDED.say(
+        ui_lang,
+        layers=format_layers(best.layers),
+        strength=best.strength,
+        mode=best.setting.mode,
+        apply_to=best.setting.apply_to,
+        markers=s["marker_share"],
+        broken=s["broken_share"],
+        ratio=shown,
     )
 
 
@@ -148,24 +193,24 @@ class SweepPicks:
         labels = self.labels
         return labels[row] if isinstance(row, int) and 0 <= row < len(labels) else None
 
-    def notice(self, current_path: str | None) -> str | None:
-        """A warning when the vector selected now is not the one swept."""
+    def notice(self, current_path: str | None) -> Message | None:
+        """A warning when the vector selected now is not the one swept (`.in_lang(ui_lang)` for the page)."""
         if current_path != self.path:
-            return "the sweep was run on another vector than the one selected now"
+            return OTHER_VECTOR()
         return None
 
 
 def picked_setting(picks: SweepPicks | None, label: str | None) -> Setting:
     """The setting of a swept cell; ValueError when there is no sweep or no such cell."""
     if picks is None or not picks.cells:
-        raise ValueError("先にスイープしてね / run a sweep first")
+        raise ValueError(RUN_SWEEP_FIRST())
     if label not in picks.cells:
-        raise ValueError(f"unknown sweep cell {label!r}")
+        raise ValueError(UNKNOWN_CELL(label=label))
     return picks.cells[label]
 
 
 def best_setting(picks: SweepPicks | None) -> Setting:
     """The recommended cell's setting; ValueError when there is no sweep or it recommended nothing."""
     if picks is not None and picks.cells and picks.best is None:
-        raise ValueError("おすすめなし / the sweep has no recommended cell: pick one from the list")
+        raise ValueError(NO_BEST())
     return picked_setting(picks, picks.best if picks is not None else None)

@@ -19,10 +19,52 @@ import torch
 from . import __version__
 from .files import atomic_write_all, check_writable_destination
 from .interop import FORMATS, check_export_path, export_gguf, export_safetensors, read_vector
+from .messages import Text, localized
 from .metadata import MetadataError, VectorMeta
+from .readers import composed, rendered
 from .vectors import SteeringVector, VectorFileError, json_safe, validate_directions
 
 SUFFIXES = (".pt", ".safetensors", ".gguf")
+
+EMPTY_FILE = Text(en="{path}: empty (zero-byte) file", ja="{path}: 空のファイルです（0 バイト）")
+NOT_TORCH = Text(
+    en="{path}: not a torch file (it starts with bytes {head}, neither a zip archive as torch.save writes nor a pickle)",
+    ja="{path}: torch のファイルではありません（先頭のバイトが {head} で、torch.save が書く zip でも pickle でもありません）",
+)
+PICKLE_PAYLOAD = Text(
+    en="{path}: refused — the file holds Python objects beyond tensors (a pickle payload could run code); only "
+    "{{layer: tensor}} files load",
+    ja="{path}: 読み込みを断りました — テンソル以外の Python オブジェクトが入っています（pickle の中身はコードを実行"
+    "できます）。読み込めるのは {{layer: tensor}} のファイルだけです",
+)
+UNREADABLE_TORCH = Text(
+    en="{path}: not a readable torch file (truncated or corrupt?): {reason}",
+    ja="{path}: torch のファイルとして読めません（途中で切れているか壊れている？）: {reason}",
+)
+NOT_FOUND = Text(en="vector file not found: {path}", ja="ベクトルファイルが見つかりません: {path}")
+UNKNOWN_FORMAT = Text(
+    en="{path}: unknown vector format {suffix!r}: expected one of {choices}",
+    ja="{path}: ベクトルの形式 {suffix!r} は使えません: {choices} のどれかにしてください",
+)
+SIDECAR_NOT_OBJECT = Text(
+    en="expected a JSON object, got {kind}", ja="JSON オブジェクトにしてください（{kind} でした）"
+)
+SIDECAR_NOT_JSON = Text(
+    en="{path}: sidecar is not valid JSON ({reason}); loading the vector without metadata",
+    ja="{path}: サイドカーが正しい JSON ではありません（{reason}）。メタデータなしでベクトルを読み込みます",
+)
+SAVE_AS_PT = Text(
+    en="{path}: vector files are saved as .pt (export other formats with `export`)",
+    ja="{path}: ベクトルファイルは .pt で保存します（ほかの形式は `export` で書き出してください）",
+)
+ALREADY_EXISTS = Text(
+    en="{path} already exists; choose another name or pass overwrite=True",
+    ja="{path} はもうあります。別の名前にするか overwrite=True を渡してください",
+)
+UNKNOWN_EXPORT = Text(
+    en="unknown export format {fmt!r}: expected one of {choices}",
+    ja="書き出し形式 {fmt!r} は使えません: {choices} のどれかにしてください",
+)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -40,14 +82,11 @@ PICKLE_MAGIC = b"\x80"
 
 def _load_pt(path: Path) -> dict:
     if path.stat().st_size == 0:
-        raise VectorFileError(f"{path}: empty (zero-byte) file")
+        raise VectorFileError(EMPTY_FILE(path=path))
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
-        raise VectorFileError(
-            f"{path}: not a torch file (it starts with bytes {head.hex(' ')}, neither a zip archive as torch.save "
-            "writes nor a pickle)"
-        )
+        raise VectorFileError(NOT_TORCH(path=path, head=head.hex(" ")))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
@@ -55,11 +94,8 @@ def _load_pt(path: Path) -> dict:
         # Only the weights_only unpickler's refusal of a global (a class or function to call) means "a pickle
         # payload"; any other failure (a cut zip, bytes that merely start like a pickle) is a damaged file.
         if "unsupported global" in text.lower():
-            raise VectorFileError(
-                f"{path}: refused — the file holds Python objects beyond tensors "
-                f"(a pickle payload could run code); only {{layer: tensor}} files load"
-            ) from None
-        raise VectorFileError(f"{path}: not a readable torch file (truncated or corrupt?): {_reason(exc)}") from None
+            raise VectorFileError(PICKLE_PAYLOAD(path=path)) from None
+        raise VectorFileError(UNREADABLE_TORCH(path=path, reason=_reason(exc))) from None
 
 
 def _reason(exc: Exception) -> str:
@@ -74,7 +110,7 @@ def load_vector(path: str | Path) -> SteeringVector:
     """Load a vector file (.pt with optional .json sidecar, .safetensors or llama.cpp .gguf)."""
     path = Path(path)
     if not path.is_file():
-        raise VectorFileError(f"vector file not found: {path}")
+        raise VectorFileError(NOT_FOUND(path=path))
     suffix = path.suffix.lower()
     if suffix == ".pt":
         directions = validate_directions(_load_pt(path), str(path))
@@ -82,7 +118,7 @@ def load_vector(path: str | Path) -> SteeringVector:
         raw, meta, stats = read_vector(path)  # meta and stats travel inside the file
         directions = validate_directions(raw, str(path))
     else:
-        raise VectorFileError(f"{path}: unknown vector format {suffix!r}: expected one of {', '.join(SUFFIXES)}")
+        raise VectorFileError(UNKNOWN_FORMAT(path=path, suffix=suffix, choices=", ".join(SUFFIXES)))
     if suffix == ".pt":
         meta, stats = _load_sidecar(sidecar_path(path))
     return SteeringVector(directions=directions, meta=meta, stats=stats, path=path)
@@ -94,15 +130,15 @@ def _load_sidecar(path: Path) -> tuple[VectorMeta, dict[int, dict]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            raise ValueError(SIDECAR_NOT_OBJECT(kind=type(data).__name__))
         stats = {int(k): v for k, v in data.pop("layers", {}).items()}
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        warnings.warn(f"{path}: sidecar is not valid JSON ({exc}); loading the vector without metadata", stacklevel=3)
+        warnings.warn(composed(SIDECAR_NOT_JSON, path=path, reason=exc), stacklevel=3)
         return VectorMeta(), {}
     try:  # well-formed JSON with a wrong-typed value: refuse rather than steer with a half-read setting
         return VectorMeta.from_dict(data), stats
     except MetadataError as exc:
-        raise VectorFileError(f"{path}: {exc}") from None
+        raise VectorFileError(rendered(lambda lang, exc=exc: f"{path}: {localized(exc, lang)}")) from None
 
 
 # --------------------------------------------------------------------------------------------------- saving
@@ -113,9 +149,9 @@ def save_preflight(path: str | Path, overwrite: bool = False, what: str = "vecto
     run before any long work; `what` names the argument in messages (the CLI passes '--out')."""
     path = Path(path)
     if path.suffix != ".pt":
-        raise VectorFileError(f"{path}: vector files are saved as .pt (export other formats with `export`)")
+        raise VectorFileError(SAVE_AS_PT(path=path))
     if not overwrite and (path.exists() or sidecar_path(path).exists()):
-        raise VectorFileError(f"{path} already exists; choose another name or pass overwrite=True")
+        raise VectorFileError(ALREADY_EXISTS(path=path))
     check_writable_destination(path, what)
     check_writable_destination(sidecar_path(path), what)  # a folder squatting on NAME.json
     return path
@@ -162,7 +198,7 @@ def export_vector(
     overwrite=True.
     """
     if fmt not in FORMATS:
-        raise VectorFileError(f"unknown export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise VectorFileError(UNKNOWN_EXPORT(fmt=fmt, choices=", ".join(FORMATS)))
     src_path = Path(src_path)
     out_path = Path(out_path) if out_path is not None else src_path.with_suffix(FORMATS[fmt])
     check_export_path(out_path, fmt, overwrite)  # refuse before loading anything

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from steering.catalog import EXTRACT_PREFIX, UPLOAD_PREFIX, VectorCatalog, preferred_vector
+from steering.messages import localized
 from steering.vector_files import load_vector, save_vector
 from steering.vectors import SteeringVector, VectorFileError
 
@@ -62,7 +63,9 @@ def test_listing_labels_uploads_and_keeps_a_fitting_selection(catalog, tiny_qwen
     listing = catalog.listing(tiny_qwen2, [upload], selected=upload)
     assert listing.choices == [("fits.pt", str(catalog.folder / "fits.pt")), ("⬆ mine.pt (upload)", upload)]
     assert listing.value == upload
-    assert listing.note.startswith("2 件 / vectors fit tiny-qwen2; 3 skipped (other model or unreadable): ")
+    assert listing.note.startswith("2 vectors fit tiny-qwen2; 3 skipped (other model or unreadable): ")
+    assert localized(listing.note, "ja").startswith("tiny-qwen2 に合うベクトル: 2 件。3 件は除外（")
+    assert "tiny-qwen2（4 レイヤー）にありません" in localized(listing.note, "ja")  # a reason, in Japanese
     # a selection that is not listed falls back to the preferred vector
     assert catalog.listing(tiny_qwen2, [], selected=upload).value == str(catalog.folder / "fits.pt")
 
@@ -70,7 +73,7 @@ def test_listing_labels_uploads_and_keeps_a_fitting_selection(catalog, tiny_qwen
 def test_an_empty_or_missing_folder_lists_nothing(tmp_path, tiny_qwen2):
     listing = VectorCatalog(tmp_path / "no-such-folder").listing(tiny_qwen2, [])
     assert (listing.choices, listing.value) == ([], None)
-    assert listing.note == "0 件 / vectors fit tiny-qwen2"
+    assert listing.note == "0 vectors fit tiny-qwen2"
 
 
 def test_open_reads_only_listed_files(catalog, tmp_path):
@@ -128,6 +131,7 @@ def test_an_upload_with_nothing_that_fits_leaves_no_folder(catalog, tiny_qwen2, 
     added, refused = catalog.add_uploads([wide, str(junk)], tiny_qwen2)
     assert added == [] and len(refused) == 2
     assert any("hidden size 128 does not fit tiny-qwen2" in message for message in refused)
+    assert any("隠れ層のサイズ 128 が tiny-qwen2" in localized(message, "ja") for message in refused)
     assert list(uploads_tmp.iterdir()) == []
 
 

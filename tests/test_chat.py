@@ -3,7 +3,9 @@ column's checked Steering, and one streamed turn on the tiny model."""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import pytest
 import torch
@@ -12,10 +14,13 @@ from steering.chat import (
     LABELS,
     SIDES,
     Turn,
+    column_label,
     column_steering,
     decoding,
+    language_notice,
     new_history,
     parse_half_life,
+    pending_line,
     score_line,
     score_text,
     shown,
@@ -23,6 +28,7 @@ from steering.chat import (
     user_text,
 )
 from steering.judge import score_reply
+from steering.messages import Message, localized
 from steering.vectors import SteeringVector
 from tests.helpers import hooks_left
 
@@ -99,11 +105,13 @@ def test_a_turn_on_no_history_starts_fresh_and_needs_two_replies():
 
 def test_view_scores_only_the_finished_replies_and_keeps_the_old_history_until_then():
     turn = Turn.start(None, "<b>hi</b>")
-    plain, steered, plain_line, steered_line, history = turn.view(["", "OMG"], False, "en")
+    plain, steered, plain_line, steered_line, history, meter = turn.view(["", "OMG"], False, "en")
     assert plain[0]["content"] == "&lt;b&gt;hi&lt;/b&gt;" and plain[1]["content"] == "…"  # escaped; still writing
-    assert plain_line == f"**{LABELS['plain']}** — …" and "style" not in steered_line
-    assert history == new_history()
-    *_, plain_line, steered_line, history = turn.view(["Fine.", "OMG bestie, totally!"], True, "en")
+    assert plain_line == f"**{LABELS['plain']}** — …" == "**Plain** — …" and "style" not in steered_line
+    assert history == new_history() and meter == ""
+    *_, plain_line, steered_line, history, meter = turn.view(["Fine.", "OMG bestie, totally!"], True, "en", "ja", "<m>")
+    assert meter == "<m>" and plain_line.startswith("**ふつう** — スタイル")
+    *_, plain_line, steered_line, history, _ = turn.view(["Fine.", "OMG bestie, totally!"], True, "en")
     assert plain_line.startswith(f"**{LABELS['plain']}**") and "markers: none" in plain_line
     assert "bestie" in steered_line and "totally" in steered_line
     assert history["steered"][-1] == {"role": "assistant", "content": "OMG bestie, totally!"}
@@ -141,6 +149,46 @@ def test_an_empty_reply_breaks_at_character_zero():
 def test_score_line_is_markdown_safe():
     line = score_line("<b>OMG</b> bestie", "en", "Steered")
     assert line.startswith("**Steered** — style") and "<b>" not in line
+    assert "<i>" not in score_line("hi", "en", "<i>x</i>")
+
+
+# ------------------------------------------------------------------------------------------------ languages
+
+
+def test_labels_and_lines_in_the_page_language():
+    assert LABELS["plain"] == "Plain" and isinstance(LABELS["steered"], Message)
+    assert column_label("plain", "ja") == "ふつう" and column_label("steered") == "Steered"
+    assert pending_line(LABELS["steered"], "ja") == "**ギャル** — …"
+    fluent = score_reply("It is a fine day today.", "en")
+    assert score_text(fluent, "ja").startswith("スタイル ") and "マーカー: なし" in score_text(fluent, "ja")
+    broken = score_reply("", "en")
+    assert "⚠ 0文字目で崩れる (empty)" in score_text(broken, "ja")
+    assert score_line("OMG bestie", "en", LABELS["steered"], "ja").startswith("**ギャル** — スタイル")
+    assert score_line("OMG bestie", "en", LABELS["steered"]) == score_line("OMG bestie", "en", "Steered", "en")
+
+
+def test_errors_carry_both_languages():
+    with pytest.raises(ValueError) as blank:
+        user_text(" ")
+    assert str(blank.value) == "write a message first" and localized(blank.value, "ja") == "メッセージを書いてね"
+    with pytest.raises(ValueError) as long:
+        user_text("x" * 12, max_chars=10)
+    assert "12 characters, over the 10-character limit" in str(long.value)
+    assert "12 文字" in localized(long.value, "ja")
+    for bad, word in (("soon", "トークン数ではありません"), (-1, "正のトークン数")):
+        with pytest.raises(ValueError, match="half-life") as caught:
+            parse_half_life(bad)
+        assert word in localized(caught.value, "ja")
+
+
+def test_language_notice_only_for_japanese_to_an_english_only_model():
+    notice = language_notice("こんにちは、元気？", "en")
+    assert isinstance(notice, Message) and "only knows English" in notice and "Qwen2.5" in notice
+    assert "英語しか" in notice.in_lang("ja")
+    assert language_notice("カタカナ only", "en") and language_notice("漢字", "en")
+    assert language_notice("Hello, how are you?", "en") is None
+    assert language_notice("こんにちは", "ja") is None
+    assert language_notice("", "en") is None and language_notice(None, "en") is None
 
 
 # ------------------------------------------------------------------------------------------------ steering
@@ -190,11 +238,36 @@ def test_stream_turn_streams_both_columns_then_the_judged_turn(tiny_qwen2):
     assert len(views) >= 3  # before the first token, each step, the judged end
     first, last = views[0], views[-1]
     assert first[4] == new_history() and first[2].endswith("…")
-    plain, steered, plain_line, steered_line, history = last
-    assert "style" in plain_line and "style" in steered_line
+    plain, steered, plain_line, steered_line, history, meter = last
+    assert "style" in plain_line and "style" in steered_line and meter == ""
     assert [m["role"] for m in history["plain"]] == ["user", "assistant"]
     assert history["plain"][1]["content"] == history["steered"][1]["content"]  # strength 0: the same reply
     assert all(v[4] == new_history() for v in views[:-1])  # the history changes only once the turn is done
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
+def meter_text(meter: str) -> str:
+    """The text of a meter's coloured spans, unescaped."""
+    return "".join(html.unescape(s) for s in re.findall(r"<span[^>]*>(.*?)</span>", meter, re.S))
+
+
+def test_stream_turn_with_the_meter_colours_the_steered_reply_and_changes_nothing(tiny_qwen2):
+    turn = Turn.start(None, "Hi! How are you?")
+    steering = column_steering(make_vector(), tiny_qwen2.num_layers, "1-2", 3.0, "calibrated", "all")
+    settings = decoding(8, 0.0, 0)
+    off = list(stream_turn(tiny_qwen2, turn, steering, settings, "en"))
+    on = list(stream_turn(tiny_qwen2, turn, steering, settings, "en", meter_layer=2, ui_lang="ja"))
+    assert all(len(view) == 6 for view in on) and all(view[5] == "" for view in off)
+    assert on[-1][4] == off[-1][4]  # the same replies (a private scheduler ran the metered turn)
+    assert "レイヤー 2" in on[0][5] and meter_text(on[0][5]) == ""  # before the first token: the caption only
+    for view in on:  # at every step the meter holds exactly the steered text shown so far
+        assert (html.escape(meter_text(view[5]), quote=False) or "…") == view[1][-1]["content"]
+    reply = on[-1][4]["steered"][-1]["content"]
+    assert reply and meter_text(on[-1][5]) == reply
+    assert on[-1][2].startswith("**ふつう** — スタイル")
+    assert hooks_left(tiny_qwen2.model) == 0
+    with pytest.raises(ValueError, match="no direction at meter layer 3"):
+        next(stream_turn(tiny_qwen2, turn, steering, settings, "en", meter_layer=3))
     assert hooks_left(tiny_qwen2.model) == 0
 
 

@@ -438,6 +438,24 @@ def test_the_driver_cancels_only_the_cancelled_ticket():
     assert leave.done and not keep.done and rows[0].text == "ab"
 
 
+def test_the_driver_hands_each_token_the_projection_of_the_pass_that_chose_it():
+    from steering.meter import RowMeter
+
+    loaded = loaded_with(["a", "b", "é".encode()[:1], "é".encode()[1:]])
+    metered = RowState(PreparedPrompt([1]), None, GenerationSettings(max_new_tokens=9), (), 0, RowMeter(0, None))
+    plain = RowState(PreparedPrompt([1]), None, GenerationSettings(max_new_tokens=9), (), 0)
+    for row in (metered, plain):
+        row.start(loaded)
+    asked = []
+    meter = SimpleNamespace(read=lambda passes: asked.append(passes) or [10.0 * passes, math.nan])
+    driver = RowDriver([ticket_of(loaded, metered, plain)], {7}, meter)
+    for token in (0, 2, 3, 1):
+        driver(torch.tensor([[token], [token]]), None)
+    assert asked == [1, 2, 3, 4]  # the k-th step reads the k-th forward pass (the prompt's is the first)
+    assert metered.pieces == [("a", 10.0), ("é", 25.0), ("b", 40.0)] and plain.pieces is None
+    assert ticket_of(loaded, metered, plain)._snapshot().pieces == [metered.pieces, None]
+
+
 # --------------------------------------------------------------------------------------------- run_batch
 
 

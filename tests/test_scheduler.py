@@ -248,6 +248,32 @@ def test_the_chat_columns_through_the_scheduler_match_their_own_generate_call(
     assert hooks_left(tiny_qwen2.model) == 0
 
 
+def test_metered_and_unmetered_callers_share_a_batch(tiny_qwen2, vectors, scheduler):
+    """A metered chat turn through the shared scheduler gives the same replies as without, its updates' pieces join
+    to the texts at every step, and a caller without the meter sharing the batch gets no pieces."""
+    from steering.chat import Turn, stream_turn
+
+    a, _ = vectors
+    turn = Turn.start(None, "What should I cook tonight?")
+    steering = Steering(a, "1-2", 3.0)
+    other_rows = [Row(CONVERSATIONS[4], None, greedy(12)), Row(CONVERSATIONS[4], Steering(a, "2", 2.0), greedy(12))]
+    other = scheduler.submit(tiny_qwen2, other_rows)
+    metered = list(stream_turn(tiny_qwen2, turn, steering, greedy(10), "en", scheduler=scheduler, meter_layer=1))
+    plain = list(stream_turn(tiny_qwen2, turn, steering, greedy(10), "en", scheduler=scheduler))
+    assert metered[-1][:5] == plain[-1][:5] and plain[-1][5] == "" and "layer 1" in metered[-1][5]
+    result = other.result(timeout=WAIT)
+    assert result.pieces == [None, None] and result.texts == [solo(tiny_qwen2, row) for row in other_rows]
+    ticket = scheduler.submit(
+        tiny_qwen2, [Row(CONVERSATIONS[0], None, greedy(8), meter_layer=2), Row(CONVERSATIONS[0], steering, greedy(8))]
+    )
+    for update in ticket.updates(timeout=WAIT):
+        assert "".join(t for t, _ in update.pieces[0]) == update.texts[0] and update.pieces[1] is None
+    deadline = time.perf_counter() + WAIT  # a ticket is done just before its batch leaves generate
+    while scheduler.load()["running_rows"] and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
 def test_a_batch_never_runs_past_the_context(tiny_qwen2):
     """A long prompt with a short reply and a short prompt with a long reply fit alone, not together (512 tokens)."""
     scheduler = Scheduler(max_batch_rows=8, max_queue=8, gather_seconds=0.0)

@@ -12,8 +12,13 @@ import time
 import pytest
 
 from steering import session as session_module
+from steering.messages import localized
 from steering.models import ModelLoadError
 from steering.session import ModelNotAllowed, ModelPolicy, ModelSession, model_status
+
+
+def has_japanese(text: str) -> bool:
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 @pytest.fixture
@@ -59,7 +64,8 @@ def test_load_replaces_the_model_and_the_same_spec_is_not_reloaded(fake_models):
     shared = ModelSession(loaded=models["model-a"])
     status: list[str] = []
     assert shared.load("model-b", on_status=status.append) is models["model-b"]
-    assert shared.get() is models["model-b"] and status == ["loading model-b …"]
+    assert shared.get() is models["model-b"] and status == ["Loading model-b …"]
+    assert status[0].in_lang("ja") == "model-b を読み込み中 …"
     assert shared.load("model-b") is models["model-b"]
     assert calls == ["model-b"]
 
@@ -72,7 +78,7 @@ def test_a_failed_load_brings_the_previous_model_back(fake_models):
         shared.load("broken/model", on_status=status.append)
     assert shared.loaded is models["model-a"]
     assert calls == ["broken/model", "model-a"]
-    assert status == ["loading broken/model …", "restoring model-a …"]
+    assert status == ["Loading broken/model …", "Loading model-a back …"]
 
 
 def test_a_refused_spec_never_touches_the_current_model(fake_models):
@@ -138,11 +144,17 @@ def test_use_during_a_load_waits_for_the_new_model(fake_models, monkeypatch):
 
 
 def test_model_status_names_the_model(tiny_qwen2):
-    assert model_status(None).startswith("モデル未読み込み / no model loaded")
-    assert model_status(tiny_qwen2) == (
-        "**tiny-qwen2** (`tiny-qwen2`) — 4 レイヤー / layers, hidden 64, float32 on cpu"
-    )
+    assert model_status(None).startswith("No model loaded yet")
+    assert model_status(tiny_qwen2) == "**tiny-qwen2** (`tiny-qwen2`) — 4 layers, hidden size 64, float32 on cpu"
     assert ModelSession(loaded=tiny_qwen2).status() == model_status(tiny_qwen2)
+
+
+def test_model_status_in_each_page_language(tiny_qwen2):
+    for loaded in (None, tiny_qwen2):
+        assert not has_japanese(model_status(loaded, "en"))
+        assert has_japanese(model_status(loaded, "ja"))
+        assert ModelSession(loaded=loaded).status("ja") == model_status(loaded, "ja")
+    assert "4 レイヤー" in model_status(tiny_qwen2, "ja") and "`tiny-qwen2`" in model_status(tiny_qwen2, "ja")
 
 
 def test_the_library_never_imports_gradio(repo_root, cli_env):
@@ -173,6 +185,8 @@ def test_a_public_server_offers_only_the_presets_and_its_start_up_model(tmp_path
     for spec in ("bundled", " Qwen/Qwen2.5-0.5B-Instruct ", "/srv/models/house-model", "", None):
         assert policy.check(spec) == (str(spec or "").strip() or "bundled")
     assert policy.allowed[-1] == "/srv/models/house-model" and policy.choices[-1][0].endswith("(started with)")
+    assert policy.choices_in("ja")[-1] == ("/srv/models/house-model（起動時のモデル）", "/srv/models/house-model")
+    assert policy.choices_in("ja")[:-1] == policy.choices[:-1]
     assert ModelPolicy().allowed == [spec for _, spec in ModelPolicy().presets]  # no start-up model: presets only
 
 
@@ -193,6 +207,12 @@ def test_a_refused_spec_gets_one_message_that_reveals_nothing(tmp_path):
     (message,) = messages
     assert "--allow-any-model" in message and "bundled" in message and "not found" not in message
     assert issubclass(ModelNotAllowed, ValueError)
+    # the page shows it in its own language: one language at a time
+    with pytest.raises(ModelNotAllowed) as info:
+        policy.check("/etc")
+    assert not has_japanese(localized(info.value, "en")) and localized(info.value, "en") == message
+    japanese = localized(info.value, "ja")
+    assert has_japanese(japanese) and "--allow-any-model" in japanese and "/etc" not in japanese
 
 
 def test_allow_any_lets_any_spec_through_to_the_loader(tmp_path):

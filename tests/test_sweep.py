@@ -74,9 +74,50 @@ def test_sweep_covers_the_grid_and_rates_perplexity_against_plain(tiny_qwen2, ve
     assert cells[0].summary is cells[2].summary  # strength 0 is one plain run whatever the layers
     assert cells[0].summary["perplexity_ratio"] == pytest.approx(1.0)
     assert all(c.summary["perplexity_ratio"] > 0 for c in cells)
-    assert seen[-1][0] == seen[-1][1] == 3 * len(PROMPTS)  # per row, not per layer option
+    assert seen[-1][0] == seen[-1][1] == 3 * len(PROMPTS)  # per reply, not per layer option
+    assert [d for d, _ in seen] == sorted({d for d, _ in seen})  # it only grows
     row = cells_table(cells)[1]
     assert row["layers"] == "1" and row["mode"] == "add" and "broken_examples" not in row
+
+
+def test_progress_moves_inside_one_batched_call_at_least_once_per_cell(tiny_qwen2, vector):
+    """One layer option: every strength's replies come from one generate call, and the bar still moves with its
+    tokens (it used to jump from 0 to the end), never back, never past the total."""
+    strengths = [0.0, 1.0, 2.0, 3.0]
+    seen = []
+    cells = sweep(
+        tiny_qwen2,
+        vector,
+        PROMPTS,
+        ["1-2"],
+        strengths,
+        "en",
+        max_new_tokens=12,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    total = len(strengths) * len(PROMPTS)
+    assert len(cells) == len(strengths) and {t for _, t in seen} == {total}
+    done = [d for d, _ in seen]
+    assert done[-1] == total and done == sorted(set(done)) and len(done) >= len(cells)
+    assert len([d for d in done if d < total]) >= len(cells) - 1  # reported while the one call was running
+
+
+def test_progress_counts_only_this_threads_forward_passes(tiny_qwen2, vector):
+    """Another user's generation on the shared model must not move this sweep's bar."""
+    import threading
+
+    import torch
+
+    from steering.sweep import _forward_passes
+
+    run = lambda ids: tiny_qwen2.model(input_ids=torch.tensor([ids]))  # noqa: E731
+    passes, other = [], threading.Thread(target=run, args=([1, 2],))
+    with _forward_passes(tiny_qwen2, passes.append):
+        other.start()
+        other.join()
+        run([1, 2, 3])
+    run([1])  # after: the hook is gone
+    assert passes == [1]
 
 
 def cell(strength, markers, broken, ratio, mode="add") -> SweepCell:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steering.messages import localized
 from steering.settings import MAX_SWEEP_OPTIONS, MAX_SWEEP_STRENGTHS
 from steering.sweep import MAX_BROKEN, MAX_PERPLEXITY_RATIO, Setting, SweepCell
 from steering.sweep_tab import SweepGrid, SweepPicks, best_line, best_setting, picked_setting, sweep_grid
 from steering.vectors import SteeringVector
 
 NUM_LAYERS = 4  # the tiny models' depth
+
+
+def has_japanese(text: str) -> bool:
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 def make_vector(projections: bool = True, calibrated: bool = True, layers=(1, 2, 3)) -> SteeringVector:
@@ -67,11 +72,12 @@ def test_what_the_vector_cannot_do_is_refused_before_generating():
         sweep_grid(make_vector(projections=False), "1-2", "0,2", NUM_LAYERS, "calibrated", "clamp")
     with pytest.raises(ValueError, match="unknown mode"):
         sweep_grid(make_vector(), "1-2", "0,2", NUM_LAYERS, "calibrated", "sideways")
-    with pytest.raises(ValueError, match="unknown apply_to"):
+    with pytest.raises(ValueError, match="unknown apply-to") as info:
         sweep_grid(make_vector(), "1-2", "0,2", NUM_LAYERS, "calibrated", "add", "everywhere")
+    assert has_japanese(localized(info.value, "ja")) and "everywhere" in localized(info.value, "ja")
 
 
-def test_a_grid_runs_every_cell_with_its_setting_and_reports_progress_per_batch(tiny_qwen2):
+def test_a_grid_runs_every_cell_with_its_setting_and_reports_progress_per_cell(tiny_qwen2):
     grid = sweep_grid(make_vector(), "1-2 2-3", "0,3", tiny_qwen2.num_layers, "calibrated", "clamp", "generated")
     calls = []
     cells = grid.run(tiny_qwen2, make_vector(), 2, max_new_tokens=4, progress=lambda d, t: calls.append((d, t)))
@@ -79,7 +85,11 @@ def test_a_grid_runs_every_cell_with_its_setting_and_reports_progress_per_batch(
     assert {(c.setting.mode, c.setting.apply_to) for c in cells} == {("clamp", "generated")}
     assert all(c.summary["replies"] == 2 for c in cells)  # 2 prompts per cell
     assert cells[0].replies == cells[2].replies  # strength 0 is the same plain run whatever the layers
-    assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    # replies: 2 prompts × 3 cells generated (the plain run, 1-2 @ 3, 2-3 @ 3); the layer options' two batches
+    # report as their tokens come, so the bar moves at least once per cell and never goes back
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {6} and done[-1] == 6
+    assert done == sorted(set(done)) and len(calls) >= grid.size
 
 
 def test_a_grid_runs_at_least_one_prompt(tiny_qwen2):
@@ -97,15 +107,23 @@ def cell(layers: list[int], strength: float, **summary) -> SweepCell:
 
 
 def test_best_line_names_the_cell_and_its_markers_broken_share_and_perplexity_ratio():
-    line = best_line(cell([8, 9, 10], 2.0, marker_share=0.5, broken_share=0.25, perplexity_ratio=1.34))
-    assert "**8-10** @ strength **2**" in line and "norm_preserving, generated" in line
-    assert "markers 50%" in line and "broken 25%" in line and "perplexity 1.34× plain" in line
+    best = cell([8, 9, 10], 2.0, marker_share=0.5, broken_share=0.25, perplexity_ratio=1.34)
+    line = best_line(best)
+    assert "layers **8-10** at strength **2**" in line and "norm_preserving, generated" in line
+    assert "gal words in 50% of replies" in line and "25% broken" in line
+    assert "perplexity 1.34× that of unsteered replies" in line and not has_japanese(line)
     assert "perplexity unknown" in best_line(cell([8], 1.0, perplexity_ratio=None))
+    japanese = best_line(best, "ja")
+    assert has_japanese(japanese) and "**8-10**" in japanese and "50%" in japanese and "1.34 倍" in japanese
+    assert "不明" in best_line(cell([8], 1.0, perplexity_ratio=None), "ja")
 
 
 def test_best_line_without_a_recommendation_gives_the_limits():
-    line = best_line(None)
-    assert "no recommendation" in line and f"{MAX_BROKEN:.0%}" in line and f"{MAX_PERPLEXITY_RATIO:g}×" in line
+    for lang in ("en", "ja"):
+        line = best_line(None, lang)
+        assert f"{MAX_BROKEN:.0%}" in line and f"{MAX_PERPLEXITY_RATIO:g}" in line
+        assert has_japanese(line) == (lang == "ja")
+    assert best_line(None).startswith("No recommendation") and best_line(None, "ja").startswith("おすすめなし")
 
 
 def test_picks_offer_the_best_else_the_first_steered_cell():
@@ -135,16 +153,20 @@ def test_picked_and_best_settings_and_the_other_vector_notice():
         2.0,
         "norm_preserving",
     )
-    assert picks.notice("v.pt") is None and "another vector" in picks.notice("w.pt")
-    with pytest.raises(ValueError, match="unknown sweep cell"):
+    assert picks.notice("v.pt") is None and "different vector" in picks.notice("w.pt")
+    assert has_japanese(picks.notice("w.pt").in_lang("ja"))
+    with pytest.raises(ValueError, match="unknown sweep cell") as info:
         picked_setting(picks, "9 @ 9")
+    assert "9 @ 9" in localized(info.value, "ja") and has_japanese(localized(info.value, "ja"))
     for nothing in (None, SweepPicks("v.pt")):
-        with pytest.raises(ValueError, match="run a sweep first"):
+        with pytest.raises(ValueError, match="Run a sweep first"):
             picked_setting(nothing, "1 @ 0")
-        with pytest.raises(ValueError, match="run a sweep first"):
+        with pytest.raises(ValueError, match="Run a sweep first") as info:
             best_setting(nothing)
-    with pytest.raises(ValueError, match="no recommended cell"):
+        assert has_japanese(localized(info.value, "ja"))
+    with pytest.raises(ValueError, match="no recommended cell") as info:
         best_setting(SweepPicks.of(cells, None, "v.pt"))
+    assert has_japanese(localized(info.value, "ja")) and not has_japanese(localized(info.value, "en"))
 
 
 @pytest.mark.parametrize(
@@ -170,5 +192,6 @@ def test_a_huge_layer_range_is_refused_at_once(layer_options):
 )
 def test_a_grid_refuses_counts_that_are_not_numbers_before_running(tiny_qwen2, n_prompts, tokens, penalty, message):
     grid = SweepGrid(["1-2"], [0.0, 1.0])
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as info:
         grid.run(tiny_qwen2, make_vector(), n_prompts, max_new_tokens=tokens, repetition_penalty=penalty)
+    assert has_japanese(localized(info.value, "ja"))
