@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
@@ -29,9 +30,10 @@ import app_text as T
 from steering import settings as S  # the choice lists, ranges and defaults
 from steering.api import OpenAIApi
 from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
-from steering.chat import Turn, column_steering, decoding, language_notice, new_history, stream_turn, user_text
+from steering.chat import Turn, column_steering, decoding, language_notice, new_history, stream_turn
 from steering.data import DatasetError
 from steering.generate import max_message_chars
+from steering.layer_band import band_of, band_spec
 from steering.messages import Text, localized
 from steering.meter import default_meter_layer
 from steering.pipeline import extract_and_save
@@ -39,7 +41,7 @@ from steering.plots import SERIES, heatmap, layer_figure
 from steering.scheduler import Scheduler, SchedulerBusy
 from steering.serve import MONO_FONTS, NO_SHARED_SAVES, SYSTEM_FONTS, ApiKeyRequired, ServerRules, server_args
 from steering.session import ModelSession, model_status
-from steering.settings import STRENGTH_RANGE, format_layers, model_lang  # RANGE: also read by test_bad_inputs
+from steering.settings import STRENGTH_RANGE, model_lang  # RANGE: also read by test_bad_inputs
 from steering.steer import strength_warning
 from steering.sweep import recommend
 from steering.sweep_tab import SweepPicks, best_line, best_setting, picked_setting, sweep_grid
@@ -129,24 +131,13 @@ def strength_slider(scale: str, value: float, **props):
     return gr.Slider(minimum=lo, maximum=hi, step=step, value=min(max(float(value), lo), hi), **props)
 
 
-def layer_sliders(loaded, layers: str | None = None) -> tuple:
-    """The layer sliders sized for the loaded model, showing `layers` when it is one contiguous band."""
-    n = loaded.num_layers
-    band = contiguous_band(layers, n)
+def layer_sliders(first: int, last: int, layers: str | None = None, num_layers: int | None = None) -> tuple:
+    """The layer sliders spanning layers `first`..`last`, showing `layers` when it is one band of them."""
+    band = band_of(layers, num_layers or last + 1) if layers else None
     start = dict(value=band[0]) if band else {}
-    width = dict(value=band[1] - band[0] + 1) if band else {}
-    return gr.Slider(minimum=0, maximum=n - 1, **start), gr.Slider(minimum=1, maximum=n, **width)
-
-
-def contiguous_band(layers: str | None, num_layers: int) -> tuple[int, int] | None:
-    """(first, last) when `layers` names one band of consecutive layers, else None (the text box then rules)."""
-    try:
-        chosen = S.parse_layers(layers, num_layers) if str(layers or "").strip() else []
-    except ValueError:
-        return None
-    if not chosen or chosen != list(range(chosen[0], chosen[-1] + 1)):
-        return None
-    return chosen[0], chosen[-1]
+    width = dict(value=band[1]) if band else {}
+    span = last - first + 1
+    return gr.Slider(minimum=first, maximum=last, **start), gr.Slider(minimum=1, maximum=span, **width)
 
 
 # --------------------------------------------------------------------------- handlers: model bar, extract, layers
@@ -167,7 +158,7 @@ def model_fields(loaded, uploads: list[str], lang: str | None, selected: str | N
         model_status(loaded, lang),
         *vector_dropdown(loaded, uploads, selected, lang),
         dataset,
-        *layer_sliders(loaded),
+        *layer_sliders(0, loaded.num_layers - 1),
     )
 
 
@@ -277,13 +268,19 @@ def on_layers(path: str | None, series: list[str], uploads: list[str], lang: str
 # --------------------------------------------------------------------------- handlers: chat
 
 
-def chat_setting(setting, loaded=None) -> tuple:
+def chat_setting(setting, span: tuple[int, int] | None = None) -> tuple:
     """The Chat tab's setting controls (layers, strength, scale, mode, apply to, half-life, penalty) showing a
-    SteerSetting or a sweep's Setting, then the layer sliders."""
+    SteerSetting or a sweep's Setting, then the layer sliders (spanning `span`, the vector's layers, when given)."""
     slider = strength_slider(setting.scale, setting.strength)
     rest = (setting.mode, setting.apply_to, setting.half_life or 0, setting.repetition_penalty)
-    band = contiguous_band(setting.layers, loaded.num_layers) if loaded is not None else None
-    sliders = (gr.Slider(value=band[0]), gr.Slider(value=band[1] - band[0] + 1)) if band else (gr.skip(), gr.skip())
+    loaded = HOLDER.loaded
+    band = band_of(setting.layers, loaded.num_layers) if loaded is not None else None
+    if span is not None:
+        sliders = layer_sliders(*span, setting.layers, loaded.num_layers if loaded is not None else None)
+    elif band:
+        sliders = gr.Slider(value=band[0]), gr.Slider(value=band[1])
+    else:
+        sliders = gr.skip(), gr.skip()
     return setting.layers, slider, setting.scale, *rest, *sliders
 
 
@@ -303,20 +300,25 @@ def on_vector_selected(
     tab's layer options, strengths, scale and mode for the chosen vector; a toast says what changed in Chat."""
     if not path:
         return (gr.skip(),) * 14
-    defaults = vector_defaults(open_vector(path, uploads, lang), HOLDER.spec)
+    vector = open_vector(path, uploads, lang)
+    defaults = vector_defaults(vector, HOLDER.spec)
     current = (layers, strength, scale, mode, apply_to, half_life, penalty)
     notice = defaults_notice(defaults, lang, previous=current)
     if notice:
         toast("info", notice, lang)
     sweep = (defaults.sweep_layers, defaults.sweep_strengths, defaults.sweep_scale, defaults.setting.mode)
     examples = gr.Dropdown(choices=defaults.prompts, value=None)
-    return *chat_setting(defaults.setting, HOLDER.loaded), examples, *sweep
+    span = min(vector.layers), max(vector.layers)  # the sliders offer the layers the vector has
+    return *chat_setting(defaults.setting, span), examples, *sweep
 
 
-def on_layer_slider(start: float, width: float):
-    """The layers text for the sliders' band (what Chat sends), cut at the model's last layer."""
-    last = HOLDER.loaded.num_layers - 1 if HOLDER.loaded is not None else int(start) + int(width) - 1
-    return format_layers(range(int(start), min(int(start) + int(width) - 1, last) + 1))
+def on_layer_slider(start: float, width: float, path: str | None, uploads: list[str]):
+    """The layers text for the sliders' band (what Chat sends), cut at the vector's (else the model's) last layer."""
+    try:
+        last = max(CATALOG.open(path, uploads or []).layers)
+    except (ValueError, TypeError):
+        last = HOLDER.loaded.num_layers - 1 if HOLDER.loaded is not None else int(start) + int(width) - 1
+    return band_spec(start, width, last)
 
 
 def on_strength_note(path, strength: float, scale: str, mode: str, apply_to: str, penalty: float, uploads, lang="en"):
@@ -331,25 +333,42 @@ def on_strength_note(path, strength: float, scale: str, mode: str, apply_to: str
     return strength_note(vector, strength, lang, scale=scale, mode=mode, **like)
 
 
-def chat_views(message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed,
-               repetition_penalty, history, uploads, mode, half_life, lang, meter):  # fmt: skip
-    """The plain and steered replies of one turn as views (see chat.stream_turn); library errors come out raised."""
-    loaded = HOLDER.get()
-    turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
-    vector = CATALOG.open(path, uploads or [])
-    steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
-    settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
-    warning = strength_warning(steering)  # a non-finite strength is refused here
+@dataclass(frozen=True)
+class ChatRequest:
+    """One turn asked for, checked: everything a bad field would refuse is refused here, before any generation."""
+
+    loaded: object
+    turn: Turn
+    vector: SteeringVector
+    steering: object
+    settings: object
+
+    @classmethod
+    def check(cls, message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed,
+              repetition_penalty, history, uploads, mode, half_life) -> ChatRequest:  # fmt: skip
+        loaded = HOLDER.get()
+        turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
+        vector = CATALOG.open(path, uploads or [])
+        steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
+        settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
+        return cls(loaded, turn, vector, steering, settings)
+
+
+def chat_views(*fields, lang: str = "en", meter: bool = False):
+    """The plain and steered replies of one turn (ChatRequest.check's fields) as views (see chat.stream_turn);
+    library errors come out raised."""
+    r = ChatRequest.check(*fields)
+    warning = strength_warning(r.steering)  # a non-finite strength is refused here
     if warning:
         toast("warning", warning, lang)
-    notice = language_notice(turn.message, model_lang(loaded.spec))
+    notice = language_notice(r.turn.message, model_lang(r.loaded.spec))
     if notice:
         toast("info", notice, lang)
-    reply_lang = S.default_lang(vector.meta.lang, loaded.spec)
+    reply_lang = S.default_lang(r.vector.meta.lang, r.loaded.spec)
     on_notice = lambda text: toast("info", text, lang)  # noqa: E731
-    meter_layer = default_meter_layer(steering, loaded.num_layers) if meter else None
+    meter_layer = default_meter_layer(r.steering, r.loaded.num_layers) if meter else None
     turns = stream_turn(
-        loaded, turn, steering, settings, reply_lang, on_notice=on_notice, scheduler=SCHEDULER,
+        r.loaded, r.turn, r.steering, r.settings, reply_lang, on_notice=on_notice, scheduler=SCHEDULER,
         meter_layer=meter_layer, ui_lang=lang,
     )  # fmt: skip
     with closing(turns) as views:  # when the client goes away, its rows leave SCHEDULER's batch at the next token
@@ -379,7 +398,7 @@ def on_chat(
     continues its own conversation. For HTTP clients: a problem is raised as an error."""
     args = (message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed, repetition_penalty)
     try:
-        yield from chat_views(*args, history, uploads, mode, half_life, lang, meter)
+        yield from chat_views(*args, history, uploads, mode, half_life, lang=lang, meter=meter)
     except Exception as exc:  # noqa: BLE001 - every failure reaches the client as a message
         raise gr.Error(html.escape(chat_failure(exc, lang), quote=False)) from None
 
@@ -387,13 +406,18 @@ def on_chat(
 @gpu
 def on_page_chat(message: str | None, *rest):
     """The page's stream (after on_send took the message): as on_chat, but a problem is a toast and the chat, the
-    message box and the settings stay as they were."""
-    if message is None:  # on_send refused it (and said why)
+    message box and the settings stay as they were; its last update brings Send back (see on_stream_end)."""
+    unchanged = (gr.skip(),) * 6  # a stream that ends without a view would blank the chat
+    if message is None:  # on_send refused it (and said why); another reply may be streaming: leave Send alone
+        yield *unchanged, *(gr.skip(),) * 3
         return
+    *fields, lang, meter = rest
     try:
-        yield from chat_views(message, *rest)
+        for view in chat_views(message, *fields, lang=lang, meter=meter):
+            yield *view, *(gr.skip(),) * 3
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a toast
-        toast("error", chat_failure(exc, rest[-2]), rest[-2])
+        toast("error", chat_failure(exc, lang), lang)
+    yield *unchanged, *on_stream_end()
 
 
 def chat_failure(exc: Exception, lang: str | None) -> str:
@@ -406,19 +430,21 @@ def chat_failure(exc: Exception, lang: str | None) -> str:
     return T.GENERATION_FAILED.say(lang, error=f"{type(exc).__name__}: {exc}")
 
 
-def on_send(message: str, busy: bool, lang: str = "en"):
-    """Take the typed message for the stream and empty the box; while a reply streams, or for a blank or oversized
-    message, say so and leave the box as it is. Also shows Stop in place of Send."""
-    skip = (gr.skip(),) * 5
+def on_send(message: str, busy: bool, *fields):
+    """Take the typed message for the stream and empty the box, showing Stop in place of Send. While a reply
+    streams, or when a field is wrong (a blank message, bad layers, ...), say so and leave everything as it is.
+    `fields`: the chat's inputs after the message (as on_page_chat gets them)."""
+    *fields, lang, _meter = fields
+    refused = gr.skip(), None, gr.skip(), gr.skip(), gr.skip()  # no pending message: the stream step does nothing
     if busy:
         toast("warning", T.STILL_REPLYING, lang)
-        return skip
+        return refused
     try:
-        text = user_text(message, max_message_chars(HOLDER.loaded) if HOLDER.loaded is not None else None)
-    except ValueError as exc:
+        ChatRequest.check(message, *fields)
+    except (ValueError, VectorFileError) as exc:
         toast("error", exc, lang)
-        return skip
-    return "", text, True, gr.Button(visible=False), gr.Button(visible=True)
+        return refused
+    return "", message, True, gr.Button(visible=False), gr.Button(visible=True)
 
 
 def on_stream_end():
@@ -488,7 +514,7 @@ def on_apply_cell(label: str | None, picks: SweepPicks | None, current_path: str
     notice = picks.notice(current_path)
     if notice:
         toast("warning", notice, lang)
-    return *chat_setting(setting, HOLDER.loaded), gr.Tabs(selected="chat")
+    return *chat_setting(setting), gr.Tabs(selected="chat")
 
 
 def on_apply_best(picks: SweepPicks | None, current_path: str | None, lang: str = "en"):

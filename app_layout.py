@@ -198,10 +198,17 @@ def chat_tab(ui: SimpleNamespace, h) -> None:
     api_chat.click(h.on_chat, [msg, ui.vector, *chat_in], columns, api_name="chat", **h.CHAT_WORK)
     # The page: take the message (refusing a blank one or a second while streaming, text kept), then stream.
     take = gr.on(
-        [send.click, msg.submit], h.on_send, [msg, busy, ui.lang], [msg, pending, busy, send, stop], **h.UI_WORK
+        [send.click, msg.submit],
+        h.on_send,
+        [msg, busy, ui.vector, *chat_in],
+        [msg, pending, busy, send, stop],
+        api_visibility="private",
+        **h.UI_WORK,
     )
-    stream = take.then(h.on_page_chat, [pending, ui.vector, *chat_in], columns, **h.CHAT_WORK, api_visibility="private")
-    stream.then(h.on_stream_end, None, [busy, send, stop], **h.COSMETIC)
+    ends = [busy, send, stop]  # the stream's last update brings Send back (Stop and Clear do it themselves)
+    stream = take.then(
+        h.on_page_chat, [pending, ui.vector, *chat_in], [*columns, *ends], **h.CHAT_WORK, api_visibility="private"
+    )
     stop.click(h.on_stream_end, None, [busy, send, stop], cancels=[stream], **h.COSMETIC)
     clear.click(h.on_clear, None, [*columns, busy, send, stop], cancels=[stream], **h.COSMETIC)
     plain_bot.clear(h.on_clear_column("plain"), ui.history, [plain_md, ui.history], **h.COSMETIC)
@@ -209,7 +216,7 @@ def chat_tab(ui: SimpleNamespace, h) -> None:
     meter.change(lambda on: gr.HTML(visible=on), meter, meter_html, **h.COSMETIC)
     # layer sliders write the layers text (what is sent); the strength note warns past where text broke
     sliders = [ui.layer_start, ui.layer_width]
-    gr.on([s.input for s in sliders], h.on_layer_slider, sliders, ui.layers, **h.COSMETIC)
+    gr.on([s.input for s in sliders], h.on_layer_slider, [*sliders, ui.vector, ui.uploads], ui.layers, **h.COSMETIC)
     note_in = [ui.vector, ui.strength, ui.scale, ui.mode, ui.apply_to, ui.penalty, ui.uploads, ui.lang]
     note_on = [ui.strength.change, ui.mode.change, ui.apply_to.change, ui.penalty.change, ui.lang.change]
     gr.on(note_on, h.on_strength_note, note_in, ui.strength_note, **h.NOTE_WORK)

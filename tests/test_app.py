@@ -15,7 +15,8 @@ gradio_client = pytest.importorskip("gradio_client")
 app = pytest.importorskip("app")
 
 from steering import settings as S  # noqa: E402
-from steering.plots import SERIES  # noqa: E402
+from steering.plots import SERIES, metric_title  # noqa: E402
+from steering.tables import sweep_header  # noqa: E402
 from steering.vector_files import load_vector  # noqa: E402
 from tests.helpers import hooks_left  # noqa: E402
 
@@ -54,12 +55,14 @@ def client(url):
 def vector_path(client):
     """One small extraction on the bundled English data (into the extracting session's own folder), then saved
     into the module's temporary shared vectors folder, where every session (each test's fresh client) finds it."""
-    summary, files, table, dropdown, note = client.predict(
+    summary, files, table, dropdown, note, table_help = client.predict(
         "en", None, "gyaru-vs-standard", 6, "8-12", "mean_diff", "last", "test-app-vector", api_name="/extract"
     )
+    # the download, the table and its help come back as updates that show them
+    assert files["visible"] and table["visible"] and table_help["visible"]
     own = dropdown["value"]  # the dropdown comes back as an update: new choices, new value
     shared, _note = client.predict(own, api_name="/save_to_shared")
-    return Path(shared["value"]), summary, files, table, own
+    return Path(shared["value"]), summary, files["value"], table["value"], own
 
 
 def text_of(message: dict) -> str:
@@ -84,8 +87,10 @@ def test_endpoints_are_named(client):
 
 
 def test_load_model_bundled(client):
-    status, dropdown, note = client.predict("bundled", api_name="/load_model")
+    status, dropdown, note, dataset, start, width = client.predict("bundled", api_name="/load_model")
     assert "SmolLM2-135M-Instruct" in status and "30" in status
+    assert dataset["value"] == "en"  # the Extract tab's data in the model's language
+    assert (start["minimum"], start["maximum"], width["minimum"], width["maximum"]) == (0, 29, 1, 30)
 
 
 def test_load_4bit_without_cuda_is_a_message_not_a_crash(client):
@@ -110,7 +115,7 @@ def test_extract_writes_a_loadable_vector(vector_path, vector_dir, repo_root, ur
     assert load_vector(own).meta.pairs == 6 and load_vector(path).meta.pairs == 6  # and its shared copy
     listed = lambda dropdown: [value for _, value in dropdown["choices"]]  # noqa: E731
     assert own in listed(client.predict(None, api_name="/list_vectors")[0])  # the extracting session lists it
-    _status, _model, others, _note = gradio_client.Client(url, verbose=False).predict(api_name="/startup")
+    _status, _model, others, _note, *_ = gradio_client.Client(url, verbose=False).predict(api_name="/startup")
     assert own not in listed(others) and str(path) in listed(others)  # another session: only the shared copy
     assert path.suffix == ".pt" and path.stem.startswith("test-app-vector")
     vector = load_vector(path)
@@ -124,7 +129,7 @@ def test_extract_writes_a_loadable_vector(vector_path, vector_dir, repo_root, ur
 def test_layers_returns_a_figure(client, vector_path):
     path, *_ = vector_path
     figure, note = client.predict(str(path), list(SERIES)[:3], api_name="/layers")
-    assert figure["type"] == "plotly" and "PC1" in figure["plot"]
+    assert figure["type"] == "plotly" and "Share explained by the main direction" in figure["plot"]
     assert "suggested" in note
 
 
@@ -137,8 +142,8 @@ def test_upload_bare_vector_and_plot_its_layers(client, vector_path, tmp_path):
     uploaded = dropdown["value"]
     assert uploaded.endswith("bare-reference.pt") and uploaded in [value for _, value in dropdown["choices"]]
     figure, note = client.predict(uploaded, [], api_name="/layers")
-    assert figure["type"] == "plotly" and "adjacent" in figure["plot"]
-    assert "no sidecar" in note
+    assert figure["type"] == "plotly" and "Similarity to the previous layer" in figure["plot"]
+    assert "no statistics saved" in note
 
 
 def test_upload_rejects_a_vector_for_another_model(client, tmp_path):
@@ -166,11 +171,12 @@ def test_a_sessions_uploads_go_when_its_state_is_deleted(vector_path):
 
 def test_chat_steered_differs_and_hooks_are_removed(url, vector_path):
     path, *_ = vector_path
-    plain, steered, plain_score, steered_score, _msg = chat(url, path, 4.0)
+    plain, steered, plain_score, steered_score, meter = chat(url, path, 4.0)
     assert [m["role"] for m in plain] == ["user", "assistant"] == [m["role"] for m in steered]
     assert text_of(plain[1]) and text_of(steered[1])
     assert text_of(plain[1]) != text_of(steered[1])
     assert "style" in plain_score and "markers" in steered_score
+    assert meter == ""  # the meter is off unless asked for
     assert hooks_left(app.HOLDER.loaded.model) == 0
 
 
@@ -293,9 +299,10 @@ def test_vector_defaults_use_the_recommended_setting(url, vector_path, recommend
 
 
 def split_defaults(values):
-    """/vector_defaults: the Chat tab's setting (7 controls), its example prompts, the Sweep tab's 4 defaults."""
-    assert len(values) == 12
-    return tuple(values[:7]), values[7], tuple(values[8:])
+    """/vector_defaults: the Chat tab's setting (7 controls), its example prompts, the Sweep tab's 4 defaults (the
+    2 layer sliders between the setting and the prompts are left out: test_vector_defaults_set_the_layer_sliders)."""
+    assert len(values) == 14
+    return tuple(values[:7]), values[9], tuple(values[10:])
 
 
 def sweep_session(url):
@@ -313,21 +320,25 @@ def test_sweep_shows_heatmaps_and_table_and_applies_cells_to_chat(url, vector_pa
     session = sweep_session(url)
     grid = (str(path), "8-10 10-12", "0,2", 2, 8, "calibrated", 1.0, "norm_preserving", "generated")
     markers, broken, table, best, pick = session.predict(*grid, api_name="/sweep")
-    for figure, title in ((markers, "gal marker"), (broken, "Broken")):
+    for figure, metric in ((markers, "marker_share"), (broken, "broken_share")):
+        title = metric_title(metric)
         assert figure["type"] == "plotly" and title in figure["plot"] and '"heatmap"' in figure["plot"]
     assert len(table["data"]) == 4
     assert [row[0] for row in table["data"]] == ["8-10 @ 0", "8-10 @ 2", "10-12 @ 0", "10-12 @ 2"]
-    assert {"marker_share", "broken_share", "perplexity_ratio", "gal_readable_share"} <= set(table["headers"])
-    modes = {row[table["headers"].index("mode")] for row in table["data"]}
+    metrics = ("marker_share", "broken_share", "perplexity_ratio", "gal_readable_share")
+    assert {sweep_header(key) for key in metrics} <= set(table["headers"])  # in plain words
+    modes = {row[table["headers"].index(sweep_header("mode"))] for row in table["data"]}
     assert modes == {"norm_preserving"}
     assert "10-12" in best and "2" in best
-    assert "markers" in best and "broken" in best and "perplexity" in best
+    assert "gal words" in best and "broken" in best and "perplexity" in best
     assert pick["value"] == "10-12 @ 2" and len(pick["choices"]) == 4
     assert hooks_left(app.HOLDER.loaded.model) == 0
 
-    layers, strength, scale, mode, apply_to, half_life, penalty = session.predict(str(path), api_name="/apply_best")
+    applied = session.predict(str(path), api_name="/apply_best")
+    layers, strength, scale, mode, apply_to, half_life, penalty, start, width = applied  # the setting, the sliders
     assert (layers, strength["value"], scale) == ("10-12", 2.0, "calibrated")
     assert (mode, apply_to, half_life, penalty) == ("norm_preserving", "generated", 0, 1.0)
+    assert (start["value"], width["value"]) == (10, 3)  # the layer sliders show the band 10-12
     layers, strength, scale, mode, apply_to, *_ = session.predict("8-10 @ 2", str(path), api_name="/apply_cell")
     assert (layers, strength["value"], scale, mode, apply_to) == (
         "8-10",
@@ -380,3 +391,72 @@ def test_sweep_refuses_bad_grids_before_generating(client, vector_path, layers, 
     path, *_ = vector_path
     with pytest.raises(gradio_client.exceptions.AppError, match=message):
         client.predict(str(path), layers, strengths, 2, 8, "calibrated", api_name="/sweep")
+
+
+# --------------------------------------------------------------------------- the page's language, sliders, meter
+
+
+def test_chat_errors_come_in_the_pages_language(url, vector_path):
+    """/chat refuses an empty message in the language it is asked in (the trailing `lang` parameter)."""
+    from steering.chat import WRITE_FIRST
+
+    path, *_ = vector_path
+    with pytest.raises(gradio_client.exceptions.AppError) as japanese:
+        chat(url, path, 2.0, message="   ", lang="ja")
+    assert str(japanese.value).strip() == WRITE_FIRST.say("ja") != WRITE_FIRST.say("en")
+    assert any("\u3040" <= ch <= "\u30ff" for ch in str(japanese.value))  # kana: Japanese, not the English text
+    with pytest.raises(gradio_client.exceptions.AppError, match=WRITE_FIRST.say("en")):
+        chat(url, path, 2.0, message="")  # English when no language is given
+    assert hooks_left(app.HOLDER.loaded.model) == 0
+
+
+def sliders_of(values) -> tuple:
+    """/vector_defaults: the layer sliders' (start, width) values, None where an update leaves a slider as it is."""
+    start, width = values[7:9]
+    return start.get("value"), width.get("value")
+
+
+def test_vector_defaults_set_the_layer_sliders(url, vector_path, recommended_vector):
+    """Selecting a vector moves the layer sliders onto its recommended band (first layer, band width); a setting
+    that is not one band of consecutive layers leaves them alone (the layers text rules)."""
+    session = sweep_session(url)
+    values = session.predict(str(recommended_vector), api_name="/vector_defaults")
+    assert values[0] == "9-11" and sliders_of(values) == (9, 3)
+    path, *_ = vector_path  # a fresh extraction: suggested layer ±2 → 10-12
+    values = session.predict(str(path), api_name="/vector_defaults")
+    assert values[0] == "10-12" and sliders_of(values) == (10, 3)
+    meta = json.loads(recommended_vector.with_suffix(".json").read_text(encoding="utf-8"))
+    meta["recommended"]["layers"] = "9,11"
+    recommended_vector.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    values = session.predict(str(recommended_vector), api_name="/vector_defaults")
+    assert values[0] == "9,11" and sliders_of(values) == (None, None)
+
+
+def test_vector_defaults_sliders_in_process(vector_path, recommended_vector):
+    """on_vector_selected itself: 14 outputs, the sliders holding the recommended band."""
+    outputs = app.on_vector_selected(str(recommended_vector), [])
+    assert len(outputs) == 14
+    assert outputs[0] == "9-11" and (outputs[7].value, outputs[8].value) == (9, 3)  # start 9, 3 layers wide
+
+
+def test_chat_with_the_meter_returns_its_html(url, vector_path):
+    path, *_ = vector_path
+    *_, meter = chat(url, path, 4.0, meter=True)
+    assert meter.strip() and "<span" in meter
+    *_, off = chat(url, path, 4.0)
+    assert off == ""
+    assert hooks_left(app.HOLDER.loaded.model) == 0
+
+
+def test_clearing_one_column_empties_only_its_history():
+    turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]
+    history = {"plain": list(turn), "steered": list(turn)}
+    score, kept = app.on_clear_column("plain")(history)
+    assert score == "" and kept == {"plain": [], "steered": turn}
+    assert history == {"plain": turn, "steered": turn}  # the state passed in is not changed in place
+    score, kept, meter = app.on_clear_column("steered")(history)
+    assert (score, meter) == ("", "") and kept == {"plain": turn, "steered": []}
+    # each returns one value per output of its event (the plain column has no meter)
+    outputs = {fn.name: len(fn.outputs) for fn in app.demo.fns.values()}
+    assert outputs["on_clear_plain"] == 2 and outputs["on_clear_steered"] == 3
+    assert app.on_clear_column("plain")(None)[1] == {"plain": [], "steered": []}

@@ -9,6 +9,7 @@ tiny model (the offline hub id sets HF_HUB_OFFLINE in-process, as tests/test_mod
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -162,6 +163,11 @@ def no_progress(*args, **kwargs):
     return None
 
 
+def offered(files) -> list[str]:
+    """The names of the files an on_extract download update offers."""
+    return [Path(item["orig_name"]).name for item in files.value]
+
+
 def extract_in_app(app, data_file, max_pairs=4, name="gyaru", dataset="upload", progress=no_progress):
     return app.on_extract(
         dataset,
@@ -229,12 +235,13 @@ def test_cli_max_pairs_below_one_refused(tmp_path, capsys, no_model, big_jsonl, 
 
 def test_app_extract_20000_lines_honours_max_pairs_and_reports_progress(app_env, big_jsonl):
     calls = []
-    summary, files, *_ = extract_in_app(
+    summary, files, _table, _dropdown, _note, own, _help = extract_in_app(
         app_env, big_jsonl, max_pairs=MAX_PAIRS, progress=lambda *args, **kwargs: calls.append((args, kwargs))
     )
     assert f"{MAX_PAIRS} pairs" in summary
     assert calls and calls[-1][0][0] == (2 * MAX_PAIRS, 2 * MAX_PAIRS)
-    saved = Path(files[0])  # in this session's own folder; the shared folder stays empty
+    assert files.visible and offered(files) == ["gyaru.pt", "gyaru.json"]  # the download shows both files
+    (saved,) = map(Path, own)  # in this session's own folder; the shared folder stays empty
     assert saved.parent.parent == app_env.CATALOG.scratch and load_vector(saved).meta.pairs == MAX_PAIRS
     assert list(app_env.CATALOG.folder.iterdir()) == []
 
@@ -428,10 +435,12 @@ def test_app_extract_with_a_traversal_name_saves_inside_vectors_without_clobberi
     """The name is cleaned into the session's own folder; saving to the shared folder numbers, never clobbers."""
     folder = app_env.CATALOG.folder
     (folder / "evil.pt").write_bytes(b"an older vector")
-    summary, files, _table, _dropdown, _note, own = extract_in_app(app_env, "en", dataset="en", name="../../evil")
-    saved = Path(files[0])
+    summary, files, _table, _dropdown, _note, own, _help = extract_in_app(
+        app_env, "en", dataset="en", name="../../evil"
+    )
+    (saved,) = map(Path, own)
     assert saved.name == "evil.pt" and saved.parent.parent == tmp_path / "own" and "evil.pt" in summary
-    assert own == [str(saved)]
+    assert offered(files) == ["evil.pt", "evil.json"]
     monkeypatch.setattr(app_env.RULES, "shared_saves", True)
     _dropdown, _note = app_env.on_save_shared(str(saved), own)
     assert (folder / "evil-2.pt").exists() and (folder / "evil-2.json").exists()
@@ -635,6 +644,7 @@ def test_app_unknown_model_offline_is_a_status_message(app_env, monkeypatch):
     monkeypatch.setattr(app_env.RULES, "policy", session.ModelPolicy(allow_any=True))  # a server that lets it through
     with pytest.warns(UserWarning, match="could not load model"):
         status, *_ = app_env.on_load_model(spec, [], progress=no_progress)
+    status = html.unescape(status)  # markdown: the user's text is escaped
     assert status.startswith(f"⚠ could not load model '{spec}'")
     assert status.endswith(app_env.model_status(app_env.HOLDER.loaded))  # and says which model is loaded now
 

@@ -155,7 +155,7 @@ def test_extract_plain_prints_the_table_and_a_progress_bar(run_cli, monkeypatch,
     rc, out, err = run_cli("extract", "--data", str(data), "--layers", "1-2", "--max-pairs", "4", "--out", "v.pt")
     assert rc == 0, err
     assert "capture" in err and "Traceback" not in err  # the tqdm bar goes to stderr
-    assert "saved v.pt (+ v.json); suggested layer" in out and "ho_auc" in out
+    assert "saved v.pt (+ v.json); suggested layer" in out and "unseen_auc" in out
     assert (tmp_path / "v.pt").exists() and (tmp_path / "v.json").exists()  # --out is relative to the cwd
 
 
@@ -176,7 +176,7 @@ def test_info_plain(tiny_extracted, run_cli, no_model):
     assert rc == 0, stderr
     assert "3 layers (1–3), hidden size 64" in stdout
     assert "mean_diff" in stdout
-    assert "ho_auc" in stdout  # the per-layer table
+    assert "unseen_auc" in stdout  # the per-layer table
 
 
 def test_info_shipped_vector(run_cli, no_model):
@@ -285,7 +285,7 @@ def test_info_bundled(bundled_extracted, run_cli):
     assert info["meta"]["method"] == "mean_diff" and sorted(info["stats"]) == ["10", "8", "9"]
     rc, stdout, stderr = run_cli("info", str(out))
     assert rc == 0, stderr
-    assert "3 layers (8–10), hidden size 576" in stdout and "ho_auc" in stdout
+    assert "3 layers (8–10), hidden size 576" in stdout and "unseen_auc" in stdout
 
 
 @pytest.mark.slow

@@ -63,3 +63,60 @@ def test_compare_quick_writes_the_report_and_ships_a_vector(tmp_path, monkeypatc
     shipped = json.loads((tmp_path / "vectors" / "smollm2-135m-instruct_gal_en.json").read_text(encoding="utf-8"))
     assert shipped["recommended"]["mode"] == saved["recommended"]["mode"]
     assert "readability study" in shipped["recommended"]["evidence"]
+
+
+@pytest.fixture
+def tiny_vector_file(tmp_path, monkeypatch, tiny_qwen2):
+    """A calibrated vector for the tiny model (layers 1, 2) saved as a .pt with its sidecar; every model load
+    answers with the tiny model and the sweep's recommendation is pinned to the last cell (the random model's
+    replies have no gal words, so recommend() would pick none; test_sweep tests recommend())."""
+    import torch
+
+    from steering import models, sweep
+    from steering.vector_files import save_vector
+    from steering.vectors import SteeringVector
+
+    monkeypatch.setattr(models, "load_model", lambda *args, **kwargs: tiny_qwen2)
+    monkeypatch.setattr(sweep, "recommend", lambda cells: cells[-1])
+    monkeypatch.chdir(tmp_path)
+    directions = {layer: torch.ones(64) / 8 for layer in (1, 2)}
+    stats = {layer: {"mean_diff_norm": 2.0} for layer in (1, 2)}
+    vector = SteeringVector(directions, {"model": "tiny-qwen2", "lang": "en"}, stats)
+    return save_vector(vector, tmp_path / "tiny.pt")
+
+
+def run_sweep(capsys, path, strengths: str, tokens: int, *extra: str) -> dict:
+    argv = ["sweep", "--vector", str(path), "--layers", "1-2", "--strengths", strengths, "--max-prompts", "2"]
+    assert main([*argv, "--max-new-tokens", str(tokens), "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_sweep_recommend_records_the_evidence_cells_in_the_vector(tiny_vector_file, capsys):
+    """`sweep --recommend` writes the recommended setting and every judged cell (the app's strength note reads
+    them back with vector_view.evidence_of); a later sweep adds its cells, replacing those of the same setting and
+    reply length; a sweep without --recommend writes nothing."""
+    from steering.vector_files import load_vector
+    from steering.vector_view import evidence_of
+
+    out = run_sweep(capsys, tiny_vector_file, "0,1", 4, "--recommend")
+    vector = load_vector(tiny_vector_file)
+    rows = evidence_of(vector)
+    assert [(r["layers"], r["strength"]) for r in rows] == [(c["layers"], c["strength"]) for c in out["cells"]]
+    assert [(r["layers"], r["strength"]) for r in rows] == [("1-2", 0.0), ("1-2", 1.0)]
+    assert [r["broken_share"] for r in rows] == [c["broken_share"] for c in out["cells"]]
+    assert [r["marker_share"] for r in rows] == [c["marker_share"] for c in out["cells"]]
+    assert {(r["tokens"], r["replies"], r["scale"], r["mode"], r["apply_to"]) for r in rows} == {
+        (4, 2, "calibrated", "add", "all")
+    }
+    rec = vector.meta.recommended
+    assert (rec.layers, rec.strength) == ("1-2", 1.0) and "sweep of 2 prompts at 4 new tokens" in rec.evidence
+
+    run_sweep(capsys, tiny_vector_file, "1,2", 4, "--recommend")  # 1 again at 4 tokens: replaced; 2: added
+    strengths = sorted(r["strength"] for r in evidence_of(load_vector(tiny_vector_file)))
+    assert strengths == [0.0, 1.0, 2.0]
+    run_sweep(capsys, tiny_vector_file, "1", 3, "--recommend")  # another reply length: a row of its own
+    rows = evidence_of(load_vector(tiny_vector_file))
+    assert sorted((r["strength"], r["tokens"]) for r in rows) == [(0.0, 4), (1.0, 3), (1.0, 4), (2.0, 4)]
+
+    run_sweep(capsys, tiny_vector_file, "3", 4)  # no --recommend: the file is left as it was
+    assert evidence_of(load_vector(tiny_vector_file)) == rows

@@ -72,7 +72,16 @@ def extract(app, layers="1-2", name="gyaru", own=None, dataset="en"):
 # ------------------------------------------------------------------------------ who may switch the shared model
 
 
-def test_a_public_server_refuses_other_models_with_one_message_that_reveals_nothing(tiny_app, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "lang, warned, opening",
+    [
+        ("en", "listed models", "⚠ This server loads only its listed models"),
+        ("ja", "一覧のモデルだけ", "⚠ このサーバーで読み込めるのは一覧のモデルだけです"),
+    ],
+)
+def test_a_public_server_refuses_other_models_with_one_message_that_reveals_nothing(
+    tiny_app, tmp_path, monkeypatch, lang, warned, opening
+):
     looked_up = []
     monkeypatch.setattr(session, "check_loadable", lambda spec: looked_up.append(spec))
     monkeypatch.setattr(session, "load_model", lambda spec: looked_up.append(spec))
@@ -82,14 +91,14 @@ def test_a_public_server_refuses_other_models_with_one_message_that_reveals_noth
     kept = tiny_app.HOLDER.loaded
     statuses = set()
     for spec in ("/etc", str(real), str(tmp_path / "missing"), str(tmp_path / "m.gguf"), "someone/random-7f3a"):
-        with pytest.warns(UserWarning, match="listed models"):
-            status, *_ = tiny_app.on_load_model(spec, [], progress=no_progress)
+        with pytest.warns(UserWarning, match=warned):  # the toast, in the page's language
+            status, *_ = tiny_app.on_load_model(spec, [], lang, progress=no_progress)
         assert spec not in status
         statuses.add(status)
     assert len(statuses) == 1, "an existing and a missing path must read the same"
     (status,) = statuses
-    assert status.startswith("⚠ このサーバーでは一覧のモデルだけ選べます") and "--allow-any-model" in status
-    assert status.endswith(tiny_app.model_status(kept))  # and which model everyone still has
+    assert status.startswith(opening) and "--allow-any-model" in status
+    assert status.endswith(tiny_app.model_status(kept, lang))  # and which model everyone still has
     assert looked_up == [] and tiny_app.HOLDER.loaded is kept  # nothing on disk or on the hub was looked at
 
 
@@ -104,6 +113,22 @@ def test_the_listed_models_and_the_start_up_model_still_load(tiny_app, monkeypat
     assert loads == ["bundled", "Qwen/Qwen2.5-0.5B-Instruct", "/srv/models/house", "bundled"]
     model_update = tiny_app.on_page_load([])[1]  # the page offers the start-up model by name too
     assert ("/srv/models/house (started with)", "/srv/models/house") in model_update.choices
+
+
+def outputs_of(app_module, api_name: str) -> int:
+    """How many outputs the page's event named `api_name` updates."""
+    (fn,) = [fn for fn in app_module.demo.fns.values() if fn.api_name == api_name]
+    return len(fn.outputs)
+
+
+def test_a_refused_or_loaded_model_updates_exactly_the_model_bar_outputs(tiny_app, monkeypatch):
+    # one value per output whether the load worked or not (Gradio drops extra values with a warning)
+    with pytest.warns(UserWarning, match="listed models"):
+        refused = tiny_app.on_load_model("someone/random-7f3a", [], progress=no_progress)
+    monkeypatch.setattr(tiny_app.HOLDER, "load", lambda spec, on_status=None: tiny_app.HOLDER.loaded)
+    loaded = tiny_app.on_load_model("bundled", [], progress=no_progress)
+    assert len(refused) == len(loaded) == outputs_of(tiny_app, "load_model")
+    assert len(tiny_app.on_page_load([])) == outputs_of(tiny_app, "startup")
 
 
 @pytest.mark.parametrize(
@@ -200,7 +225,7 @@ def test_vector_paths_outside_the_catalog_are_unknown(tiny_app, shared_vector, m
 def test_an_extracted_vector_is_listed_only_to_its_session_and_saved_shared_only_where_allowed(
     tiny_app, shared_vector, monkeypatch
 ):
-    summary, _files, _table, dropdown, _note, own = extract(tiny_app, name="../../mine")
+    summary, _files, _table, dropdown, _note, own, _help = extract(tiny_app, name="../../mine")
     (mine,) = own
     assert Path(mine).name == "mine.pt" and Path(mine).parent.parent == tiny_app.CATALOG.scratch
     assert dropdown.value == mine and ("✎ mine.pt (this session)", mine) in dropdown.choices

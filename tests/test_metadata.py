@@ -15,6 +15,7 @@ import torch
 
 from steering.metadata import MetadataError, Recommended, VectorMeta
 from steering.vector_files import load_vector, save_vector
+from steering.vector_view import EVIDENCE_KEY, evidence_of
 from steering.vectors import SteeringVector, VectorFileError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,10 @@ def test_there_are_shipped_sidecars():
 def test_every_shipped_sidecar_reads_typed(path):
     data = _sidecar(path)
     meta = VectorMeta.from_dict(data)
-    assert meta.extra == {}  # every key the project writes has a typed field
+    # every key the project writes has a typed field, except the judged cells a sweep or study records (vector_view
+    # keeps them in `extra` under EVIDENCE_KEY); those stay exactly as written
+    assert set(meta.extra) <= {EVIDENCE_KEY}
+    assert meta.extra.get(EVIDENCE_KEY) == data.get(EVIDENCE_KEY)
     assert meta.model == data["model"] and meta.lang == data["lang"] and meta.num_layers == data["num_layers"]
     assert meta.suggested_layer == data["suggested_layer"] and meta.pairs == data["pairs"]
     assert meta.vector_layers == data["vector_layers"]
@@ -70,7 +74,8 @@ def test_shipped_sidecars_round_trip_with_unknown_keys(path):
     data["future_key"] = {"nested": [1, 2]}
     data["recommended"]["validated_on"] = "Qwen2.5-7B"
     meta = VectorMeta.from_dict(data)
-    assert meta.extra == {"future_key": {"nested": [1, 2]}}
+    recorded = {EVIDENCE_KEY: data[EVIDENCE_KEY]} if EVIDENCE_KEY in data else {}
+    assert meta.extra == {**recorded, "future_key": {"nested": [1, 2]}}
     assert meta.recommended.extra == {"validated_on": "Qwen2.5-7B"}
     written = meta.to_dict()
     assert written["future_key"] == {"nested": [1, 2]}
@@ -88,10 +93,13 @@ def test_shipped_sidecars_round_trip_with_unknown_keys(path):
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_vectors_survive_save_and_load(path, tmp_path):
     vector = load_vector(path.with_suffix(".pt"))
+    recorded = dict(vector.meta.extra)  # the evidence cells, if the file records any
+    assert set(recorded) <= {EVIDENCE_KEY}
     vector.meta.extra["kept"] = True
     out = save_vector(vector, tmp_path / path.with_suffix(".pt").name)
     again = load_vector(out)
-    assert again.meta == vector.meta and again.meta.extra == {"kept": True}
+    assert again.meta == vector.meta and again.meta.extra == {**recorded, "kept": True}
+    assert evidence_of(again) == evidence_of(vector)
     assert again.stats == vector.stats
 
 
@@ -162,6 +170,26 @@ def test_embedded_metadata_is_typed_too(tmp_path):
     out = export_safetensors(vector, tmp_path / "v.safetensors")
     loaded = load_vector(out)
     assert loaded.meta.lang == "ja" and loaded.meta.recommended.apply_to == "last"
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_an_extra_list_of_dicts_round_trips(tmp_path, suffix):
+    # how evidence cells are kept: a list of JSON objects under an unknown key, nulls and nesting included
+    rows = [
+        {"layers": "3-4", "strength": 2.0, "half_life": None, "tokens": 64, "broken_share": 0.25, "tags": ["a"]},
+        {"layers": "3", "strength": 0.0, "nested": {"deep": [1, {"x": None}]}},
+    ]
+    vector = _vector({"model": "bundled", EVIDENCE_KEY: rows, "other": [{"k": 1}]})
+    assert vector.meta.extra == {EVIDENCE_KEY: rows, "other": [{"k": 1}]}
+    if suffix == ".pt":
+        out = save_vector(vector, tmp_path / "v.pt")
+    else:
+        from steering.interop import export_safetensors
+
+        out = export_safetensors(vector, tmp_path / "v.safetensors")
+    again = load_vector(out)
+    assert again.meta.extra == {EVIDENCE_KEY: rows, "other": [{"k": 1}]}
+    assert evidence_of(again) == (rows[0],)  # the second row has no broken share: not evidence
 
 
 # --------------------------------------------------------------------------- wrong types
