@@ -15,8 +15,7 @@ import atexit
 import logging
 import os
 import sys
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
@@ -27,21 +26,37 @@ import gradio as gr
 
 import app_layout
 import app_text as T
+from app_widgets import (  # noqa: F401 - app_layout reaches these through this module
+    CHAT_WORK,
+    COSMETIC,
+    CSS,
+    MODEL_WORK,
+    NOTE_WORK,
+    THEME,
+    UI_WORK,
+    chat_failure,
+    layer_sliders,
+    on_clear,
+    on_clear_column,
+    on_stream_end,
+    strength_slider,
+    toast,
+    user_errors,
+)
 from steering import settings as S  # the choice lists, ranges and defaults
 from steering.api import OpenAIApi
 from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
-from steering.chat import Turn, column_steering, decoding, language_notice, new_history, stream_turn
+from steering.chat import ChatRequest, language_notice, stream_turn
 from steering.data import DatasetError
-from steering.generate import max_message_chars
 from steering.layer_band import band_of, band_spec
-from steering.messages import Text, localized
+from steering.messages import localized
 from steering.meter import default_meter_layer
 from steering.pipeline import extract_and_save
 from steering.plots import SERIES, heatmap, layer_figure
-from steering.scheduler import Scheduler, SchedulerBusy
-from steering.serve import MONO_FONTS, NO_SHARED_SAVES, SYSTEM_FONTS, ApiKeyRequired, ServerRules, server_args
+from steering.scheduler import Scheduler
+from steering.serve import NO_SHARED_SAVES, ApiKeyRequired, ServerRules, server_args
 from steering.session import ModelSession, model_status
-from steering.settings import STRENGTH_RANGE, model_lang  # RANGE: also read by test_bad_inputs
+from steering.settings import STRENGTH_RANGE, model_lang  # noqa: F401 - RANGE: read by tests/test_bad_inputs.py
 from steering.steer import strength_warning
 from steering.sweep import recommend
 from steering.sweep_tab import SweepPicks, best_line, best_setting, picked_setting, sweep_grid
@@ -64,16 +79,6 @@ except ImportError:
     gpu = lambda fn: fn  # noqa: E731
 
 LOG = logging.getLogger("gyaru-studio")
-THEME = gr.themes.Default(primary_hue="pink", font=SYSTEM_FONTS, font_mono=MONO_FONTS)
-CSS = ".score-line p { margin: 0; font-size: 0.9em; }"
-MODEL_WORK = dict(concurrency_limit=1, concurrency_id="model")  # one generation or load at a time, in one queue slot
-COSMETIC = dict(api_visibility="private", queue=False)  # no model work, not part of the API
-# Chats do not take the model's slot: up to 16 at once (32 rows, SCHEDULER's batch) join SCHEDULER's batches.
-CHAT_WORK = dict(concurrency_limit=16, concurrency_id="chat")
-# Notes that follow a control: one at a time, in the order the page asked (unqueued replies could arrive late and
-# overwrite a newer note with an older one).
-NOTE_WORK = dict(concurrency_limit=1, concurrency_id="note", api_visibility="private")
-UI_WORK = dict(concurrency_limit=None)  # queued only so that its toasts reach the page; no model work
 
 
 # --------------------------------------------------------------------------- the shared model and vectors
@@ -92,27 +97,6 @@ SERIES_KEYS = list(SERIES)  # the Layers chart's series (app_text names them)
 DATASET_KEYS = ["ja", "en", "upload"]  # the Extract tab's bundled datasets by language, or an uploaded file
 
 
-def toast(kind: str, message, lang: str | None) -> None:
-    """A toast in the page's language: `kind` is error, warning or info; `message` a str, Message or exception
-    (escaped: Gradio shows toasts as HTML, and messages quote what the user typed)."""
-    show = {"error": gr.Warning, "warning": gr.Warning, "info": gr.Info}[kind]  # an error toast keeps the page as is
-    message = message() if isinstance(message, Text) else message
-    title = T.TOAST_TITLE[kind].say(lang)
-    show(html.escape(localized(message, lang), quote=False), title=title, duration=None if kind == "error" else 10)
-
-
-@contextmanager
-def user_errors(lang: str | None = None, *kinds: type[Exception]):
-    """A library ValueError (bad layers, a clamp the vector cannot do, ...) or one of `kinds`, raised as gr.Error in
-    the page's language (events whose outputs stay as they were show it as a toast)."""
-    try:
-        yield
-    except gr.Error:
-        raise
-    except (ValueError, *kinds) as exc:
-        raise gr.Error(html.escape(localized(exc, lang), quote=False), title=T.TOAST_TITLE["error"].say(lang)) from None
-
-
 def vector_dropdown(loaded, uploads: list[str], selected: str | None = None, lang: str | None = None):
     """The vector dropdown refreshed for the current model (keeps `selected` when it still fits), and its note."""
     listing = CATALOG.listing(loaded, uploads, selected)
@@ -123,21 +107,6 @@ def open_vector(path: str | None, uploads: list[str] | None, lang: str | None = 
     """Load the chosen vector; only files in the vectors folder or this user's own uploads are ever opened."""
     with user_errors(lang):
         return CATALOG.open(path, uploads or [])
-
-
-def strength_slider(scale: str, value: float, **props):
-    """The strength slider's range for `scale`, holding `value` (clamped to it); `props` when building it."""
-    lo, hi, step = STRENGTH_RANGE.get(scale, STRENGTH_RANGE["calibrated"])
-    return gr.Slider(minimum=lo, maximum=hi, step=step, value=min(max(float(value), lo), hi), **props)
-
-
-def layer_sliders(first: int, last: int, layers: str | None = None, num_layers: int | None = None) -> tuple:
-    """The layer sliders spanning layers `first`..`last`, showing `layers` when it is one band of them."""
-    band = band_of(layers, num_layers or last + 1) if layers else None
-    start = dict(value=band[0]) if band else {}
-    width = dict(value=band[1]) if band else {}
-    span = last - first + 1
-    return gr.Slider(minimum=first, maximum=last, **start), gr.Slider(minimum=1, maximum=span, **width)
 
 
 # --------------------------------------------------------------------------- handlers: model bar, extract, layers
@@ -333,31 +302,20 @@ def on_strength_note(path, strength: float, scale: str, mode: str, apply_to: str
     return strength_note(vector, strength, lang, scale=scale, mode=mode, **like)
 
 
-@dataclass(frozen=True)
-class ChatRequest:
-    """One turn asked for, checked: everything a bad field would refuse is refused here, before any generation."""
-
-    loaded: object
-    turn: Turn
-    vector: SteeringVector
-    steering: object
-    settings: object
-
-    @classmethod
-    def check(cls, message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed,
-              repetition_penalty, history, uploads, mode, half_life) -> ChatRequest:  # fmt: skip
-        loaded = HOLDER.get()
-        turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
-        vector = CATALOG.open(path, uploads or [])
-        steering = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
-        settings = decoding(max_new_tokens, temperature, seed, repetition_penalty)
-        return cls(loaded, turn, vector, steering, settings)
+def chat_request(message, path, layers, strength, scale, apply_to, max_new_tokens, temperature, seed,
+                 repetition_penalty, history, uploads, mode, half_life) -> ChatRequest:  # fmt: skip
+    """The Chat tab's fields as a checked ChatRequest on the shared model and this user's vectors."""
+    loaded, vector = HOLDER.get(), CATALOG.open(path, uploads or [])
+    steering = (layers, strength, scale, apply_to, mode, half_life)
+    return ChatRequest.check(
+        loaded, vector, message, history, steering, max_new_tokens, temperature, seed, repetition_penalty
+    )
 
 
 def chat_views(*fields, lang: str = "en", meter: bool = False):
-    """The plain and steered replies of one turn (ChatRequest.check's fields) as views (see chat.stream_turn);
+    """The plain and steered replies of one turn (chat_request's fields) as views (see chat.stream_turn);
     library errors come out raised."""
-    r = ChatRequest.check(*fields)
+    r = chat_request(*fields)
     warning = strength_warning(r.steering)  # a non-finite strength is refused here
     if warning:
         toast("warning", warning, lang)
@@ -420,16 +378,6 @@ def on_page_chat(message: str | None, *rest):
     yield *unchanged, *on_stream_end()
 
 
-def chat_failure(exc: Exception, lang: str | None) -> str:
-    """What went wrong in a chat, in the page's language (an unexpected failure is logged with its traceback)."""
-    if isinstance(exc, (ValueError, VectorFileError)):
-        return localized(exc, lang)
-    if isinstance(exc, SchedulerBusy):
-        return T.BUSY.say(lang)
-    LOG.exception("generation failed")  # out of memory, a model bug: the user still hears of it
-    return T.GENERATION_FAILED.say(lang, error=f"{type(exc).__name__}: {exc}")
-
-
 def on_send(message: str, busy: bool, *fields):
     """Take the typed message for the stream and empty the box, showing Stop in place of Send. While a reply
     streams, or when a field is wrong (a blank message, bad layers, ...), say so and leave everything as it is.
@@ -440,32 +388,11 @@ def on_send(message: str, busy: bool, *fields):
         toast("warning", T.STILL_REPLYING, lang)
         return refused
     try:
-        ChatRequest.check(message, *fields)
+        chat_request(message, *fields)
     except (ValueError, VectorFileError) as exc:
         toast("error", exc, lang)
         return refused
     return "", message, True, gr.Button(visible=False), gr.Button(visible=True)
-
-
-def on_stream_end():
-    """The reply ended or was stopped: Send is back."""
-    return False, gr.Button(visible=True), gr.Button(visible=False)
-
-
-def on_clear():
-    """Stop any reply and empty both columns, their score lines, the meter and this user's chat history."""
-    return [], [], "", "", new_history(), "", *on_stream_end()
-
-
-def on_clear_column(side: str):
-    """A column's own trash icon: that column's conversation starts afresh (the other keeps its own)."""
-
-    def clear(history: dict | None):
-        kept = {**(history or new_history()), side: []}
-        return ("", kept, "") if side == "steered" else ("", kept)
-
-    clear.__name__ = f"on_clear_{side}"
-    return clear
 
 
 # --------------------------------------------------------------------------- handlers: sweep

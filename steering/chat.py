@@ -279,3 +279,26 @@ def stream_turn(
         yield turn.view(texts, True, lang, ui_lang, meter(pieces))
     finally:
         ticket.cancel()  # (nothing left to stop once it is done)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One turn asked for, checked: everything a bad field would refuse (a blank or oversized message, layers the
+    vector lacks, a bad strength, mode or decoding number) is refused by `check`, before any generation."""
+
+    loaded: object
+    turn: Turn
+    vector: object
+    steering: object
+    settings: object
+
+    @classmethod
+    def check(cls, loaded, vector, message, history, steering: Sequence, *decoding_fields) -> ChatRequest:
+        """`steering`: (layers, strength, scale, apply_to, mode, half_life) as column_steering takes them;
+        `decoding_fields`: (max_new_tokens, temperature, seed, repetition_penalty) as decoding takes them."""
+        from .generate import max_message_chars
+
+        turn = Turn.start(history, message, max_message_chars(loaded))  # a 3 MB message is refused untokenized
+        layers, strength, scale, apply_to, mode, half_life = steering
+        checked = column_steering(vector, loaded.num_layers, layers, strength, scale, apply_to, mode, half_life)
+        return cls(loaded, turn, vector, checked, decoding(*decoding_fields))

@@ -13,6 +13,7 @@ import torch
 from steering.chat import (
     LABELS,
     SIDES,
+    ChatRequest,
     Turn,
     column_label,
     column_steering,
@@ -226,6 +227,20 @@ def test_column_steering_refuses_before_generating(tiny_qwen2, layers, scale, mo
 def test_column_steering_refuses_the_calibrated_scale_on_a_bare_vector(tiny_qwen2):
     with pytest.raises(ValueError, match="calibrated scale is unknown"):
         column_steering(make_vector(calibrated=False), tiny_qwen2.num_layers, "1-2", 1.0, "calibrated", "all")
+
+
+def test_a_chat_request_checks_every_field_before_generating(tiny_qwen2):
+    steering = ("1-2", 2, "calibrated", "generated", "add", 0)
+    request = ChatRequest.check(tiny_qwen2, make_vector(), " Hi! ", None, steering, 8, 0.0, 0, 1.1)
+    assert request.turn.message == "Hi!" and request.turn.history == new_history()
+    assert request.steering.layers == "1-2" and request.steering.apply_to == "generated"
+    assert request.settings.max_new_tokens == 8 and request.settings.repetition_penalty == 1.1
+    with pytest.raises(ValueError, match="write a message"):
+        ChatRequest.check(tiny_qwen2, make_vector(), "  ", None, steering, 8, 0.0, 0, 1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        ChatRequest.check(tiny_qwen2, make_vector(), "Hi", None, ("1-9", *steering[1:]), 8, 0.0, 0, 1.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ChatRequest.check(tiny_qwen2, make_vector(), "Hi", None, steering, 2.5, 0.0, 0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------ streaming

@@ -360,7 +360,7 @@ def test_a_hostile_client_gets_clear_errors_and_the_server_keeps_its_replies(url
     refused("greater than maximum", *chat_args(strength=1e39), api_name="/chat")
     refused("seed must be at most", *chat_args(seed=1e30), api_name="/chat")
     for change, match in ((dict(strength=math.nan), "strength must be a finite"), (dict(tokens=math.nan), "max_new")):
-        event, payload = raw_call(url, "/chat", [*chat_args(**change), 1.0, "add", 0])
+        event, payload = raw_call(url, "/chat", [*chat_args(**change), 1.0, "add", 0, "en", False])
         assert event == "error" and match in payload, (event, payload)
     # switching everyone's model to a server folder or a random hub id: one message, the model kept
     statuses = {hostile.predict(spec, api_name="/load_model")[0] for spec in ("/etc", "nobody-x/random-hub-9f2c")}
@@ -376,7 +376,7 @@ def test_a_hostile_client_gets_clear_errors_and_the_server_keeps_its_replies(url
         refused("unknown vector", *chat_args(vector=path), api_name="/chat")
         refused("unknown vector", str(path), [], api_name="/layers")
     refused("this server does not save", str(served), api_name="/save_to_shared")
-    summary, _files, _table, dropdown, _note = hostile.predict(
+    summary, _files, _table, dropdown, _note, _help = hostile.predict(
         "en", None, "gyaru-vs-standard", 2, "8-9", "mean_diff", "last", "../../evil", api_name="/extract"
     )
     saved = Path(dropdown["value"])
