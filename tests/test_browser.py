@@ -306,3 +306,19 @@ def test_layout_at_desktop_and_phone_width(browser, url):
     assert upload["x"] >= 0 and upload["x"] + upload["width"] <= 390, upload
     shot(phone, "phone.png")
     phone.close()
+
+
+def test_a_columns_trash_icon_starts_that_column_afresh(page):
+    send(page, "Hi!", max_new=6)
+    page.locator("#steered-bot-score").get_by_text("style", exact=False).wait_for()
+    settled(page)
+    page.locator("#plain-bot button[aria-label='Clear']").click()
+    page.wait_for_function("() => !document.querySelector('#plain-bot .message-row')")
+    assert len(rows(page, "steered-bot")) == 2  # the other column keeps its conversation
+    send(page, "Tell me more.")
+    page.wait_for_function("() => document.querySelectorAll('#steered-bot .message-row').length == 4")
+    page.locator("#send-btn").wait_for()  # the reply has ended
+    settled(page)
+    plain = rows(page, "plain-bot")
+    assert len(plain) == 2 and plain[0] == "Tell me more."  # the next turn does not bring the old history back
+    assert len(rows(page, "steered-bot")) == 4
