@@ -99,7 +99,7 @@ DATASET_KEYS = ["ja", "en", "upload"]  # the Extract tab's bundled datasets by l
 
 def vector_dropdown(loaded, uploads: list[str], selected: str | None = None, lang: str | None = None):
     """The vector dropdown refreshed for the current model (keeps `selected` when it still fits), and its note."""
-    listing = CATALOG.listing(loaded, uploads, selected)
+    listing = CATALOG.listing(loaded, uploads, selected, lang)
     return gr.Dropdown(choices=listing.choices, value=listing.value), localized(listing.note, lang)
 
 
@@ -148,15 +148,20 @@ def on_page_load(uploads: list[str], lang: str = "en", progress=gr.Progress(trac
     """Show the shared model (loading the bundled one if none, with progress), the models RULES.policy offers by
     name, the vectors that fit the model, the Extract dataset in the model's language and the layer sliders."""
     loaded = shared_model(lang, progress)
-    models = gr.Dropdown(choices=RULES.policy.choices, value=loaded.spec, allow_custom_value=True)
+    models = gr.Dropdown(choices=RULES.policy.choices_in(lang), value=loaded.spec, allow_custom_value=True)
     status, *rest = model_fields(loaded, uploads, lang)
     return status, models, *rest
 
 
 def on_language(path: str | None, uploads: list[str], lang: str):
-    """The texts the server wrote, again in the newly chosen language (the page's own labels switch in the browser)."""
-    note = CATALOG.listing(HOLDER.loaded, uploads, path).note if HOLDER.loaded is not None else ""
-    return model_status(HOLDER.loaded, lang), localized(note, lang)
+    """The texts the server wrote, again in the newly chosen language (the page's own labels switch in the browser):
+    the status, the model and vector lists' labels and the vector note."""
+    loaded = HOLDER.loaded
+    models = gr.Dropdown(choices=RULES.policy.choices_in(lang))
+    if loaded is None:
+        return model_status(None, lang), models, gr.skip(), ""
+    listing = CATALOG.listing(loaded, uploads, path, lang)
+    return model_status(loaded, lang), models, gr.Dropdown(choices=listing.choices), localized(listing.note, lang)
 
 
 def on_refresh(selected: str | None, uploads: list[str], lang: str = "en"):

@@ -288,7 +288,7 @@ def build_demo(h) -> gr.Blocks:
             h.on_vector_selected, [ui.vector, ui.uploads, *current], defaults, api_name="vector_defaults", **h.UI_WORK
         )
         ui.lang.change(None, ui.lang, ui.lang, js=SWITCH_JS, **h.COSMETIC)
-        lang_out = [ui.status, ui.vector_md]
+        lang_out = [ui.status, ui.model, ui.vector, ui.vector_md]
         ui.lang.change(h.on_language, [ui.vector, ui.uploads, ui.lang], lang_out, **h.COSMETIC)
     demo.queue(default_concurrency_limit=1)
     return demo

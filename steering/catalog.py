@@ -49,6 +49,12 @@ SKIPPED = Text(
     en="; {count} skipped (other model or unreadable): {reasons}",
     ja="。{count} 件は除外（別のモデル用か、読めないファイル）: {reasons}",
 )
+OWN_EXTRACTION = Text(en="✎ {name} (this session)", ja="✎ {name}（このセッション）")
+OWN_UPLOAD = Text(en="⬆ {name} (upload)", ja="⬆ {name}（アップロード）")
+READER_MISSING = Text(
+    en="{path}: cannot be read here: a Python package its format needs is missing ({reason})",
+    ja="{path}: ここでは読めません: この形式に必要な Python パッケージがありません（{reason}）",
+)
 PUBLISH_OWN_ONLY = Text(
     en="pick one of your own vectors (an upload or an extraction) first",
     ja="共有できるのは自分のベクトルだけです: 先に自分のベクトル（アップロードか抽出したもの）を選んでください",
@@ -57,7 +63,8 @@ PUBLISH_OWN_ONLY = Text(
 
 @dataclass
 class VectorListing:
-    """What a vector picker shows: its (label, path) choices, the selected path, and a note on skipped files."""
+    """What a vector picker shows: its (label, path) choices (labels in the listing's language), the selected path,
+    and a note on skipped files."""
 
     choices: list[tuple[str, str]]
     value: str | None
@@ -76,10 +83,19 @@ def preferred_vector(loaded: LoadedModel, metas: dict[str, VectorMeta]) -> str |
     return max(metas, key=rank) if metas else None
 
 
+def _load(path: str | Path) -> SteeringVector:
+    """load_vector, with an ImportError (a format whose reader is not installed) as a VectorFileError that says so
+    in either language."""
+    try:
+        return load_vector(path)
+    except ImportError as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise VectorFileError(READER_MISSING(path=path, reason=reason)) from None
+
+
 def _fitting(path: Path, loaded: LoadedModel) -> SteeringVector:
-    """The vector at `path`, or VectorFileError/ImportError when it is unreadable or made for another model
-    (ImportError: a format whose reader is not installed)."""
-    vector = load_vector(path)
+    """The vector at `path`, or VectorFileError when it is unreadable or made for another model."""
+    vector = _load(path)
     check_fits(vector, loaded.hidden_size, loaded.num_layers, loaded.name)
     return vector
 
@@ -111,32 +127,37 @@ class VectorCatalog:
         found = sorted(p for p in folder.glob("*") if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
         return found + [Path(u) for u in own if Path(u).is_file()]
 
-    def label(self, path: Path) -> str:
-        """How the picker names a file: a shared one by name, an own one marked as an upload or this session's."""
+    def label(self, path: Path, ui_lang: str = "en") -> str:
+        """How the picker names a file: a shared one by name, an own one marked (in `ui_lang`) as an upload or this
+        session's."""
         if path.parent == self.folder:
             return path.name
-        if path.parent.name.startswith(EXTRACT_PREFIX):
-            return f"✎ {path.name} (this session)"
-        return f"⬆ {path.name} (upload)"
+        own = OWN_EXTRACTION if path.parent.name.startswith(EXTRACT_PREFIX) else OWN_UPLOAD
+        return own.say(ui_lang, name=path.name)
 
-    def fitting(self, loaded: LoadedModel, own: list[str]) -> tuple[list[tuple[str, str]], list[Message], dict]:
-        """(label, path) of every file that fits the model, the skip reasons (`FILE: why`, in either language), and
-        each fitting file's metadata by path."""
+    def fitting(
+        self, loaded: LoadedModel, own: list[str], ui_lang: str = "en"
+    ) -> tuple[list[tuple[str, str]], list[Message], dict]:
+        """(label, path) of every file that fits the model (labels in `ui_lang`), the skip reasons (`FILE: why`, in
+        either language), and each fitting file's metadata by path."""
         choices, skipped, metas = [], [], {}
         for path in self.files(own):
             try:
                 vector = _fitting(path, loaded)
-            except (VectorFileError, ImportError) as exc:
+            except VectorFileError as exc:
                 skipped.append(rendered(lambda lang, name=path.name, exc=exc: f"{name}: {localized(exc, lang)}"))
                 continue
-            choices.append((self.label(path), str(path)))
+            choices.append((self.label(path, ui_lang), str(path)))
             metas[str(path)] = vector.meta
         return choices, skipped, metas
 
-    def listing(self, loaded: LoadedModel, own: list[str], selected: str | None = None) -> VectorListing:
-        """The picker refreshed for the model: keeps `selected` when it still fits, else the preferred vector."""
+    def listing(
+        self, loaded: LoadedModel, own: list[str], selected: str | None = None, ui_lang: str = "en"
+    ) -> VectorListing:
+        """The picker refreshed for the model: keeps `selected` when it still fits, else the preferred vector. The
+        choices' labels are in `ui_lang`; the note is a Message (either language)."""
         self.expire()
-        choices, skipped, metas = self.fitting(loaded, own)
+        choices, skipped, metas = self.fitting(loaded, own, ui_lang)
         value = selected if selected in metas else preferred_vector(loaded, metas)
 
         def say(lang: str) -> str:
@@ -155,15 +176,13 @@ class VectorCatalog:
 
     def open(self, path: str | None, own: list[str]) -> SteeringVector:
         """Load a vector from the shared folder or this session's own files. ValueError (VectorFileError for a bad
-        file) names what is wrong; any other path is `unknown vector`, whether or not it exists."""
+        file, or one whose format's reader is not installed) names what is wrong; any other path is `unknown
+        vector`, whether or not it exists."""
         if not path:
             raise ValueError(PICK_A_VECTOR())
         if not isinstance(path, str) or (path not in (own or []) and not self.is_shared(path)):
             raise ValueError(UNKNOWN_VECTOR(path=str(path)[:200]))
-        try:
-            return load_vector(path)
-        except ImportError as exc:  # a format whose reader is not installed
-            raise VectorFileError(exc.args[0] if len(exc.args) == 1 else str(exc)) from None
+        return _load(path)
 
     # ------------------------------------------------------------------ own files
 
@@ -202,7 +221,7 @@ class VectorCatalog:
             try:
                 _fitting(path, loaded)
                 added.append(str(path))
-            except (VectorFileError, ImportError) as exc:
+            except VectorFileError as exc:
                 refused.append(exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc))
         if not added:  # nothing usable: leave no temporary copies behind
             self._drop([folder])

@@ -11,15 +11,26 @@ import torch
 from .messages import Text
 
 BUNDLED = "bundled"
-# Models the app offers by name, as (label, spec); any hub id, local folder or .gguf path loads too.
-SUGGESTED_MODELS = [
-    ("bundled (SmolLM2-135M-Instruct)", BUNDLED),
-    ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
-    ("Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
-    ("Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct"),
-    ("Qwen/Qwen2.5-14B-Instruct", "Qwen/Qwen2.5-14B-Instruct"),
-    ("unsloth/Qwen2.5-32B-Instruct-bnb-4bit (4-bit: CUDA のみ / needs CUDA)", "unsloth/Qwen2.5-32B-Instruct-bnb-4bit"),
+BUNDLED_LABEL = Text(en="bundled (SmolLM2-135M-Instruct)", ja="同梱モデル（SmolLM2-135M-Instruct）")
+NEEDS_CUDA_LABEL = Text(en="{spec} (4-bit: needs CUDA)", ja="{spec}（4 ビット: CUDA が必要）")
+# Models the app offers by name, as (label, spec) (a label of None is the spec itself); any hub id, local folder or
+# .gguf path loads too.
+_SUGGESTED: list[tuple[Text | None, str]] = [
+    (BUNDLED_LABEL, BUNDLED),
+    (None, "Qwen/Qwen2.5-0.5B-Instruct"),
+    (None, "Qwen/Qwen2.5-1.5B-Instruct"),
+    (None, "Qwen/Qwen2.5-7B-Instruct"),
+    (None, "Qwen/Qwen2.5-14B-Instruct"),
+    (NEEDS_CUDA_LABEL, "unsloth/Qwen2.5-32B-Instruct-bnb-4bit"),
 ]
+
+
+def suggested_models(ui_lang: str | None = "en") -> list[tuple[str, str]]:
+    """The models the app offers by name, as (label, spec), their labels in `ui_lang` ("en" or "ja")."""
+    return [(spec if label is None else label.say(ui_lang, spec=spec), spec) for label, spec in _SUGGESTED]
+
+
+SUGGESTED_MODELS = suggested_models("en")  # English labels
 
 # Attribute paths from the causal-LM wrapper to its list of decoder blocks, by architecture family.
 LAYER_PATHS = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .messages import Message, Text
-from .models import BUNDLED, SUGGESTED_MODELS, LoadedModel, check_loadable, load_model
+from .models import BUNDLED, SUGGESTED_MODELS, LoadedModel, check_loadable, load_model, suggested_models
 
 LOG = logging.getLogger(__name__)
 
@@ -74,8 +74,12 @@ class ModelPolicy:
         return self.choices_in("en")
 
     def choices_in(self, ui_lang: str = "en") -> list[tuple[str, str]]:
-        """`choices` with the start-up model's label in `ui_lang`."""
-        listed = list(self.presets)
+        """`choices` with their labels in `ui_lang`: the suggested models' (models.suggested_models) and the start-up
+        model's; a preset of its own keeps its label."""
+        english, said = (
+            {spec: label for label, spec in pairs} for pairs in (SUGGESTED_MODELS, suggested_models(ui_lang))
+        )
+        listed = [(said[spec] if english.get(spec) == label else label, spec) for label, spec in self.presets]
         if self.started_with and self.started_with not in {spec for _, spec in listed}:
             listed.append((STARTED_WITH.say(ui_lang, spec=self.started_with), self.started_with))
         return listed

@@ -4,6 +4,7 @@ removes. Runs on the tiny random Qwen2 model (hidden 64, 4 layers) from conftest
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from steering import catalog as catalog_module
 from steering.catalog import EXTRACT_PREFIX, UPLOAD_PREFIX, VectorCatalog, preferred_vector
-from steering.messages import localized
+from steering.messages import Message, localized
 from steering.vector_files import load_vector, save_vector
 from steering.vectors import SteeringVector, VectorFileError
 
@@ -68,6 +70,59 @@ def test_listing_labels_uploads_and_keeps_a_fitting_selection(catalog, tiny_qwen
     assert "tiny-qwen2（4 レイヤー）にありません" in localized(listing.note, "ja")  # a reason, in Japanese
     # a selection that is not listed falls back to the preferred vector
     assert catalog.listing(tiny_qwen2, [], selected=upload).value == str(catalog.folder / "fits.pt")
+
+
+def has_japanese(text: str) -> bool:
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def test_listing_labels_in_the_page_language(catalog, tiny_qwen2, tmp_path, uploads_tmp):
+    upload, mine = upload_file(tmp_path, "mine.pt"), extract_into(catalog, "made")
+    english = catalog.listing(tiny_qwen2, [upload, mine], selected=upload)
+    japanese = catalog.listing(tiny_qwen2, [upload, mine], selected=upload, ui_lang="ja")
+    assert english.choices == [
+        ("fits.pt", str(catalog.folder / "fits.pt")),
+        ("⬆ mine.pt (upload)", upload),
+        ("✎ made.pt (this session)", mine),
+    ]
+    assert japanese.choices == [
+        ("fits.pt", str(catalog.folder / "fits.pt")),
+        ("⬆ mine.pt（アップロード）", upload),
+        ("✎ made.pt（このセッション）", mine),
+    ]
+    assert not any(has_japanese(label) for label, _ in english.choices)
+    assert japanese.value == english.value == upload
+    assert japanese.note == english.note and isinstance(japanese.note, Message)  # the note: either language
+    assert has_japanese(localized(japanese.note, "ja")) and not has_japanese(japanese.note)
+    assert catalog.fitting(tiny_qwen2, [mine], "ja")[0][-1] == ("✎ made.pt（このセッション）", mine)
+
+
+def test_a_missing_reader_package_is_a_bilingual_refusal(catalog, tiny_qwen2, monkeypatch, uploads_tmp):
+    """An ImportError while loading (a format whose reader is not installed) never escapes as one."""
+    shared = str(catalog.folder / "fits.pt")
+
+    def no_reader(path):
+        raise ImportError("No module named 'gguf'")
+
+    monkeypatch.setattr(catalog_module, "load_vector", no_reader)
+    with pytest.raises(VectorFileError, match="a Python package its format needs is missing") as info:
+        catalog.open(shared, [])
+    assert "No module named 'gguf'" in str(info.value) and not has_japanese(str(info.value))
+    assert "この形式に必要な Python パッケージがありません" in localized(info.value, "ja")
+    listing = catalog.listing(tiny_qwen2, [])
+    assert listing.choices == [] and "fits.pt: " in listing.note
+    assert "Python パッケージがありません" in localized(listing.note, "ja")
+
+
+def test_a_missing_gguf_package_refuses_an_upload_in_either_language(tiny_qwen2, tmp_path, monkeypatch, uploads_tmp):
+    from steering.interop import export_gguf
+
+    gguf = export_gguf(unit_vector(layers=(1, 2)), tmp_path / "incoming" / "cv.gguf")
+    catalog = VectorCatalog(tmp_path / "vectors")
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    added, (refused,) = catalog.add_uploads([str(gguf)], tiny_qwen2)
+    assert added == [] and "need the Python package gguf" in refused and not has_japanese(refused)
+    assert "Python パッケージ gguf が必要ですが" in localized(refused, "ja")
 
 
 def test_an_empty_or_missing_folder_lists_nothing(tmp_path, tiny_qwen2):

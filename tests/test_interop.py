@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,13 +12,26 @@ import pytest
 import torch
 from gguf import GGUFReader, GGUFWriter
 
-from steering.interop import export_gguf, export_safetensors, read_vector
+from steering.interop import check_export_path, export_gguf, export_safetensors, read_vector
+from steering.messages import Message, localized
 from steering.vector_files import export_vector, load_vector, save_vector
 from steering.vectors import SteeringVector, VectorFileError, check_fits
 
 HIDDEN = 576  # the bundled SmolLM2-135M-Instruct
 NUM_LAYERS = 30
 LAYERS = (8, 9, 10, 11, 12)
+
+
+def has_japanese(text: str) -> bool:
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def assert_bilingual(exc: BaseException) -> str:
+    """The error says itself in English (its str, no Japanese) and in Japanese; returns the Japanese."""
+    english, japanese = localized(exc, "en"), localized(exc, "ja")
+    assert english == str(exc) and not has_japanese(english), english
+    assert has_japanese(japanese) and japanese != english, japanese
+    return japanese
 
 
 def make_vector(layers=LAYERS, hidden=HIDDEN, seed=0, stats=True) -> SteeringVector:
@@ -195,6 +209,109 @@ def test_bad_control_vectors_refused(tmp_path, tensors, message):
     path = write_gguf(tmp_path / "bad.gguf", tensors, **{"controlvector.layer_count": len(tensors)})
     with pytest.raises(VectorFileError, match=message):
         load_vector(path)
+
+
+def test_gguf_refusals_say_themselves_in_japanese(tmp_path):
+    model = write_gguf(tmp_path / "model.gguf", {"token_embd.weight": np.zeros(8, np.float32)}, arch="llama")
+    with pytest.raises(VectorFileError) as info:
+        read_vector(model)
+    assert "'llama' のモデルファイルで、llama.cpp の制御ベクトルではありません" in assert_bilingual(info.value)
+    cases = {
+        "direction.0": {"direction.0": np.ones(HIDDEN, np.float32)},
+        "1-D": {"direction.3": np.ones((2, HIDDEN), np.float32)},
+        "output.weight": {"output.weight": np.ones(HIDDEN, np.float32)},
+        "no direction": {},
+    }
+    for name, tensors in cases.items():
+        path = write_gguf(tmp_path / f"{len(tensors)}-{name.replace('.', '_')}.gguf", tensors)
+        with pytest.raises(VectorFileError, match=name) as info:
+            read_vector(path)
+        assert str(path) in assert_bilingual(info.value)
+    (tmp_path / "junk.gguf").write_bytes(b"JUNK" * 10)
+    (tmp_path / "empty.gguf").write_bytes(b"")
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF" + bytes(range(256)))
+    (tmp_path / "vector.bin").write_bytes(b"x")
+    for path, words in [
+        (tmp_path / "junk.gguf", "GGUF ファイルではありません"),
+        (tmp_path / "empty.gguf", "空のファイル"),
+        (tmp_path / "cut.gguf", "GGUF ファイルとして読めません"),
+        (tmp_path / "vector.bin", ".gguf でも .safetensors でもない"),
+        (tmp_path / "missing.gguf", "見つかりません"),
+    ]:
+        with pytest.raises(VectorFileError) as info:
+            read_vector(path)
+        assert words in assert_bilingual(info.value)
+
+
+def test_safetensors_refusals_say_themselves_in_japanese(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"model.embed.weight": torch.ones(HIDDEN)}, str(tmp_path / "keys.safetensors"))
+    save_file({"layer.3": torch.ones(HIDDEN), "3": torch.ones(HIDDEN)}, str(tmp_path / "dup.safetensors"))
+    save_file({"layer.3": torch.ones(HIDDEN)}, str(tmp_path / "meta.safetensors"), {"steering": '{"num_layers": "x"}'})
+    (tmp_path / "cut.safetensors").write_bytes(b"\x08" + bytes(20))
+    for name, words in [
+        ("keys", "レイヤーの方向ではありません"),
+        ("dup", "レイヤー 3 が 2 回出てきます"),
+        ("meta", "埋め込まれたステアリングのメタデータ: num_layers が 'x'"),  # the metadata's error, in Japanese
+        ("cut", "safetensors ファイルとして読めません"),
+    ]:
+        with pytest.raises(VectorFileError) as info:
+            read_vector(tmp_path / f"{name}.safetensors")
+        assert words in assert_bilingual(info.value)
+
+
+def test_import_warnings_say_themselves_in_japanese(tmp_path):
+    from safetensors.torch import save_file
+
+    metadata = {"steering": "[1, 2]", "steering.scale": "cubits"}
+    save_file({"layer.3": torch.ones(HIDDEN)}, str(tmp_path / "odd.safetensors"), metadata)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_vector(tmp_path / "odd.safetensors")[0].keys() == {3}
+    messages = [w.message.args[0] for w in caught]
+    assert all(isinstance(m, Message) and not has_japanese(m) and has_japanese(m.in_lang("ja")) for m in messages)
+    assert any("not a JSON object" in m for m in messages) and any(
+        "JSON オブジェクトではありません" in m.in_lang("ja") for m in messages
+    )
+    assert any("unknown steering.scale 'cubits'" in m for m in messages)
+
+
+def test_export_refusals_say_themselves_in_japanese(saved, tmp_path):
+    (tmp_path / "taken.gguf").write_bytes(b"x")
+    (tmp_path / "folder.gguf").mkdir()
+    for path, fmt, words in [
+        (tmp_path / "gal.gguf", "safetensors", ".safetensors で終わる必要があります"),
+        (tmp_path / "taken.gguf", "gguf", "はもうあります"),
+        (tmp_path / "folder.gguf", "gguf", "はフォルダです"),
+    ]:
+        with pytest.raises(VectorFileError) as info:
+            check_export_path(path, fmt, overwrite=False)
+        assert words in assert_bilingual(info.value)
+    with pytest.raises(VectorFileError) as info:
+        export_gguf(make_vector(layers=(0,)), tmp_path / "only0.gguf")
+    assert "レイヤー 0 しかありません" in assert_bilingual(info.value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_gguf(make_vector(layers=(0, 1)), tmp_path / "z.gguf")
+    (warning,) = [w.message.args[0] for w in caught]
+    assert warning.startswith("layer 0 left out") and "レイヤー 0 は GGUF に入れていません" in warning.in_lang("ja")
+
+
+@pytest.mark.parametrize("suffix", [".gguf", ".safetensors"])
+def test_a_missing_reader_package_is_a_bilingual_vector_file_error(saved, tmp_path, monkeypatch, suffix):
+    fmt = suffix.lstrip(".")
+    good = export_vector(saved, fmt, tmp_path / f"good{suffix}")
+    for module in ("gguf", "safetensors", "safetensors.torch"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import gguf` now raises ImportError
+    with pytest.raises(VectorFileError, match=f"need the Python package {fmt}, which is not installed") as info:
+        load_vector(good)
+    assert f"Python パッケージ {fmt} が必要ですが" in assert_bilingual(info.value)
+    export = export_gguf if fmt == "gguf" else export_safetensors
+    with pytest.raises(VectorFileError, match=f"pip install {fmt}") as info:
+        export(make_vector(), tmp_path / f"new{suffix}")
+    assert_bilingual(info.value)
+    assert not (tmp_path / f"new{suffix}").exists()
 
 
 @pytest.mark.parametrize("suffix", [".gguf", ".safetensors"])

@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from steering.models import (
+    BUNDLED,
+    SUGGESTED_MODELS,
     LoadedModel,
     ModelLoadError,
     check_loadable,
     find_decoder_layers,
     load_model,
+    suggested_models,
 )
 
 VOCAB = 128
@@ -110,6 +113,22 @@ def test_find_decoder_layers_gemma3_nested_language_model():
     assert loaded.num_layers == 3
     assert loaded.hidden_size == 64  # from text_config, not the vision tower's 32
     assert loaded.context_length == 128
+
+
+def has_japanese(text: str) -> bool:
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def test_suggested_model_labels_in_each_page_language():
+    english, japanese = suggested_models("en"), suggested_models("ja")
+    assert SUGGESTED_MODELS == english and suggested_models() == english  # existing callers: English
+    assert [spec for _, spec in japanese] == [spec for _, spec in english] and english[0][1] == BUNDLED
+    assert not any(has_japanese(label) for label, _ in english)
+    assert has_japanese(japanese[0][0]) and "SmolLM2-135M-Instruct" in japanese[0][0]
+    cuda = dict((spec, label) for label, spec in english)["unsloth/Qwen2.5-32B-Instruct-bnb-4bit"]
+    assert cuda == "unsloth/Qwen2.5-32B-Instruct-bnb-4bit (4-bit: needs CUDA)"  # one language per label
+    assert japanese[-1][0] == "unsloth/Qwen2.5-32B-Instruct-bnb-4bit（4 ビット: CUDA が必要）"
+    assert suggested_models("ja-JP") == japanese and suggested_models("fr") == english
 
 
 def test_find_decoder_layers_unknown_module():

@@ -13,7 +13,7 @@ import pytest
 
 from steering import session as session_module
 from steering.messages import localized
-from steering.models import ModelLoadError
+from steering.models import SUGGESTED_MODELS, ModelLoadError, suggested_models
 from steering.session import ModelNotAllowed, ModelPolicy, ModelSession, model_status
 
 
@@ -186,8 +186,17 @@ def test_a_public_server_offers_only_the_presets_and_its_start_up_model(tmp_path
         assert policy.check(spec) == (str(spec or "").strip() or "bundled")
     assert policy.allowed[-1] == "/srv/models/house-model" and policy.choices[-1][0].endswith("(started with)")
     assert policy.choices_in("ja")[-1] == ("/srv/models/house-model（起動時のモデル）", "/srv/models/house-model")
-    assert policy.choices_in("ja")[:-1] == policy.choices[:-1]
+    assert [spec for _, spec in policy.choices_in("ja")] == policy.allowed
+    assert policy.choices_in("ja")[0] == ("同梱モデル（SmolLM2-135M-Instruct）", "bundled")  # the presets' labels too
+    assert not any(has_japanese(label) for label, _ in policy.choices)
     assert ModelPolicy().allowed == [spec for _, spec in ModelPolicy().presets]  # no start-up model: presets only
+
+
+def test_preset_labels_follow_the_page_language_and_an_operators_own_presets_keep_theirs():
+    assert ModelPolicy().choices == ModelPolicy().choices_in("en") == SUGGESTED_MODELS
+    assert ModelPolicy().choices_in("ja") == suggested_models("ja")
+    own = ModelPolicy(presets=(("house model", "org/house"), ("bundled", "bundled")))
+    assert own.choices_in("ja") == own.choices == [("house model", "org/house"), ("bundled", "bundled")]
 
 
 def test_a_refused_spec_gets_one_message_that_reveals_nothing(tmp_path):
