@@ -140,7 +140,9 @@ def on_load_model(spec: str, uploads: list[str], lang: str = "en", progress=gr.P
         loaded = HOLDER.load(spec, on_status=lambda text: progress(0, desc=text))
     except Exception as exc:  # noqa: BLE001 - any hub model can fail in its own way; show the message
         toast("error", exc, lang)
-        return f"⚠ {html.escape(localized(exc, lang))}\n\n{model_status(HOLDER.loaded, lang)}", *(gr.skip(),) * 6
+        return f"⚠ {html.escape(localized(exc, lang), quote=False)}\n\n{model_status(HOLDER.loaded, lang)}", *(
+            gr.skip(),
+        ) * 5
     return model_fields(loaded, uploads, lang)
 
 

@@ -45,6 +45,7 @@ UNKNOWN_VECTOR = Text(
 )
 TOO_BIG = Text(en="{names}: larger than {limit} MB", ja="{names}: {limit} MB を超えています")
 VECTORS_FIT = Text(en="{count} vectors fit {model}", ja="{model} に合うベクトル: {count} 件")
+ONE_VECTOR_FITS = Text(en="1 vector fits {model}", ja="{model} に合うベクトル: 1 件")
 SKIPPED = Text(
     en="; {count} skipped (other model or unreadable): {reasons}",
     ja="。{count} 件は除外（別のモデル用か、読めないファイル）: {reasons}",
@@ -161,7 +162,8 @@ class VectorCatalog:
         value = selected if selected in metas else preferred_vector(loaded, metas)
 
         def say(lang: str) -> str:
-            note = VECTORS_FIT.say(lang, count=len(choices), model=loaded.name)
+            fit = ONE_VECTOR_FITS if len(choices) == 1 else VECTORS_FIT
+            note = fit.say(lang, count=len(choices), model=loaded.name)
             if skipped:
                 reasons = "; ".join(localized(reason, lang) for reason in skipped)[:400]
                 note += SKIPPED.say(lang, count=len(skipped), reasons=reasons)
