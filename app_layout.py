@@ -289,6 +289,6 @@ def build_demo(h) -> gr.Blocks:
         )
         ui.lang.change(None, ui.lang, ui.lang, js=SWITCH_JS, **h.COSMETIC)
         lang_out = [ui.status, ui.model, ui.vector, ui.vector_md]
-        ui.lang.change(h.on_language, [ui.vector, ui.uploads, ui.lang], lang_out, **h.COSMETIC)
+        ui.lang.change(h.on_language, [ui.vector, ui.uploads, ui.lang], lang_out, show_progress="hidden", **h.COSMETIC)
     demo.queue(default_concurrency_limit=1)
     return demo

@@ -134,10 +134,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "clear": ("Clear", "クリア"),
     "examples": ("Example prompts", "例文"),
     "meter": ("Gyaru meter", "ギャルメーター"),
-    "meter_info": (
-        "Colour each steered token by the model's projection onto the vector while it was generated.",
-        "生成中のモデル内部の、ベクトル方向への射影でトークンを色分けする。",
-    ),
+    "meter_info": ("Colour the steered reply token by token", "ギャル側の返事をトークンごとに色分け"),
     # sweep
     "sweep_intro": (
         "Try every layer option × strength on prompts in the vector's language (greedy): the share of replies with "

@@ -210,6 +210,7 @@ def test_the_page_speaks_the_browsers_language_and_the_switch_overrides_it(brows
     labels = block_labels(ja)
     assert labels and all(JAPANESE.search(text) or not re.search("[A-Za-z]{3}", text) for text in labels), labels
     assert not [text for text in labels if " / " in text], labels  # no doubled "日本語 / English" labels
+    settled(ja)
     shot(ja, "chat_ja.png")
     ja.locator("#lang").get_by_text("English").click()  # the switch: labels and server texts change at once
     ja.get_by_role("tab", name="Chat").wait_for()
