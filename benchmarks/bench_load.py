@@ -59,7 +59,7 @@ def text_of(message: dict) -> str:
 
 def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> float | None:
     """One Chat-tab request over gradio's call API; returns the seconds to the first update with reply text."""
-    data = [prompt, vector_path, LAYERS, STRENGTH, "calibrated", "all", tokens, 0.0, 0, 1.0, "add", 0]
+    data = [prompt, vector_path, LAYERS, STRENGTH, "calibrated", "all", tokens, 0.0, 0, 1.0, "add", 0, "en", False]
     t0 = time.perf_counter()
     response = http.post(f"{url}/gradio_api/call/chat", json={"data": data})
     response.raise_for_status()

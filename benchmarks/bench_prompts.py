@@ -1,7 +1,7 @@
 """`generate --prompts FILE` on the bundled model: one prompt per call (as before) against the batched path the CLI
 uses now (cli_chat.PROMPTS_PER_CALL prompts, two rows each, per generate call), measured in one run.
 
-    python -m benchmarks.bench_prompts [--prompts 64] [--tokens 128] [--per-call 8]
+    python -m benchmarks.bench_prompts [--prompts 64] [--tokens 128] [--per-call 16 32]
 
 Greedy at the shipped vector's recommended setting, the CLI's default 128 new tokens; replies are checked to be the
 same text both ways.
@@ -35,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--per-call", type=int, default=cli_chat.PROMPTS_PER_CALL, help="prompts per batched call")
+    parser.add_argument(
+        "--per-call", type=int, nargs="+", default=[cli_chat.PROMPTS_PER_CALL], help="prompts per batched call"
+    )
     args = parser.parse_args()
     loaded = load_model("bundled")
     vector = load_vector(SHIPPED)
@@ -43,15 +45,14 @@ def main() -> None:
     steering = Steering(vector, s.layers, s.strength, s.scale, s.apply_to, s.mode, s.half_life)
     settings = GenerationSettings(max_new_tokens=args.tokens, repetition_penalty=s.repetition_penalty)
     prompts = (load_prompts("en") * 4)[: args.prompts]
-    batched = args.per_call
     one_s, one = run(loaded, steering, settings, prompts, s.strength, 1)
-    many_s, many = run(loaded, steering, settings, prompts, s.strength, batched)
-    same = sum(a["plain"] == b["plain"] and a["steered"] == b["steered"] for a, b in zip(one, many))
-    print(f"| {args.prompts} prompts, {args.tokens} new tokens | seconds |")
-    print("|---|---|")
-    print(f"| one prompt per call | {one_s:.1f} |")
-    print(f"| {batched} prompts per call | {many_s:.1f} |")
-    print(f"speed-up {one_s / many_s:.2f}x; identical replies {same}/{len(prompts)}")
+    print(f"| {args.prompts} prompts, {args.tokens} new tokens | seconds | speed-up | identical replies |")
+    print("|---|---|---|---|")
+    print(f"| one prompt per call | {one_s:.1f} | 1.00x | |")
+    for batched in args.per_call:
+        many_s, many = run(loaded, steering, settings, prompts, s.strength, batched)
+        same = sum(a["plain"] == b["plain"] and a["steered"] == b["steered"] for a, b in zip(one, many))
+        print(f"| {batched} prompts per call | {many_s:.1f} | {one_s / many_s:.2f}x | {same}/{len(prompts)} |")
 
 
 if __name__ == "__main__":

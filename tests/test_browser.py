@@ -310,7 +310,8 @@ def test_layout_at_desktop_and_phone_width(browser, url):
 
 
 def test_a_columns_trash_icon_starts_that_column_afresh(page):
-    send(page, "Hi!", max_new=6)
+    send(page, "こんにちは!", max_new=6)  # Japanese to the English-only bundled model: a notice, and a reply
+    page.get_by_text("only knows English", exact=False).first.wait_for()
     page.locator("#steered-bot-score").get_by_text("style", exact=False).wait_for()
     settled(page)
     page.locator("#plain-bot button[aria-label='Clear']").click()
