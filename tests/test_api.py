@@ -430,17 +430,6 @@ def test_the_command_line_and_environment_give_the_key():
     assert api_key_policy(args.host, args.share, args.api_key, not args.no_api, args.on_space) == (False, None)
 
 
-def test_the_library_side_imports_no_gradio(cli_env):
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, steering.api, steering.scheduler, steering.row_steer, steering.chat; "
-        "assert 'gradio' not in sys.modules, 'gradio was imported'"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, env=cli_env, timeout=120)
-
-
 def test_the_app_refuses_an_open_api_on_a_reachable_address(monkeypatch):
     app = pytest.importorskip("app")
     monkeypatch.delenv("STEERING_API_KEY", raising=False)
