@@ -1,17 +1,14 @@
-"""gyaru steering studio: a Gradio app over the `steering` library — extract a vector, inspect its layers, and
-chat with the plain and the steered model side by side.
-
-This file holds only the layout, the handlers that turn UI values into library calls and library results into
-component updates, and the launch; the logic is in `steering` (session: the shared model HOLDER; catalog: the
-vector list CATALOG; chat, sweep_tab, vector_view: the tabs' logic; plots, tables; serve: command line, fonts).
-Each user's own vectors (uploads and extractions), sweep and chat history live in gr.State, never in globals; what
-visitors may do to the shared server (switch the model, save into the shared vectors folder) is RULES, set
-from the command line in main().
+"""gyaru steering studio: a Gradio app over the `steering` library — extract a vector, inspect its layers, chat
+with the plain and the steered model side by side. This file: the handlers (UI values → library calls → component
+updates), the shared HOLDER, CATALOG, SCHEDULER and RULES (set from the command line in main()), and the launch.
+The page is app_layout.py, its words app_text.py, its small shared parts app_widgets.py. Each user's own vectors,
+sweep and chat history live in gr.State, never in globals.
 """
 
 from __future__ import annotations
 
 import atexit
+import html
 import logging
 import os
 import sys
@@ -19,26 +16,22 @@ from contextlib import closing
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is imported: no phoning home
-
-import html
+# Gradio's queue rebuilds a pandas summary of its last 10,000 events after EVERY event (O(n) under the GIL): a busy
+# page slowed down as events piled up. Summarise every 1,000 events instead (nothing here reads the summary).
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 import gradio as gr
 
 import app_layout
 import app_text as T
-from app_widgets import (  # noqa: F401 - app_layout reaches these through this module
-    CHAT_WORK,
-    COSMETIC,
+from app_widgets import (
     CSS,
-    MODEL_WORK,
-    NOTE_WORK,
     THEME,
-    UI_WORK,
     chat_failure,
     layer_sliders,
     on_clear,
-    on_clear_column,
     on_stream_end,
+    stops,
     strength_slider,
     toast,
     user_errors,
@@ -370,17 +363,24 @@ def on_chat(
 
 
 @gpu
-def on_page_chat(message: str | None, *rest):
+def on_page_chat(message: str | None, page: str, *rest):
     """The page's stream (after on_send took the message): as on_chat, but a problem is a toast and the chat, the
-    message box and the settings stay as they were; its last update brings Send back (see on_stream_end)."""
+    message box and the settings stay as they were; its last update brings Send back (see on_stream_end). Stop and
+    Clear end it through STOPPED as well as through Gradio's cancel (which may reach a later, refused run instead)."""
     unchanged = (gr.skip(),) * 6  # a stream that ends without a view would blank the chat
     if message is None:  # on_send refused it (and said why); another reply may be streaming: leave Send alone
         yield *unchanged, *(gr.skip(),) * 3
         return
     *fields, lang, meter = rest
+    since = stops(page)
     try:
-        for view in chat_views(message, *fields, lang=lang, meter=meter):
-            yield *view, *(gr.skip(),) * 3
+        with closing(chat_views(message, *fields, lang=lang, meter=meter)) as views:
+            for view in views:
+                if stops(page) != since:  # Stop or Clear was pressed: this reply's rows stop now
+                    if stops(page)[1] == "clear":  # after any update still on its way: the columns end empty
+                        yield on_clear()
+                    return
+                yield *view, *(gr.skip(),) * 3
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a toast
         toast("error", chat_failure(exc, lang), lang)
     yield *unchanged, *on_stream_end()

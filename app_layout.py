@@ -7,10 +7,12 @@ an app_text key (`t`), shown in the page's language; handlers that write text ge
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 
 import gradio as gr
 
+import app_widgets as w
 from app_text import INITIAL_LANG_JS, SWITCH_JS, choices, t
 from steering import settings as S  # the choice lists, ranges and defaults
 from steering.catalog import SESSION_TTL_S
@@ -22,8 +24,8 @@ from steering.vector_files import SUFFIXES
 
 # --------------------------------------------------------------------------- layout and events
 # Each part builds its components and wires their events; components other parts need go on `ui`. Named events are
-# the app's HTTP API; model work shares one queue slot (h.MODEL_WORK) except chat (h.CHAT_WORK: batched by
-# h.SCHEDULER); cosmetic events are private and unqueued; h.UI_WORK is private but queued (it may show a toast).
+# the app's HTTP API; model work shares one queue slot (w.MODEL_WORK) except chat (w.CHAT_WORK: batched by
+# h.SCHEDULER); cosmetic events are private and unqueued; w.UI_WORK is private but queued (it may show a toast).
 
 
 def chat_column(key: str, elem_id: str) -> tuple[gr.Chatbot, gr.Markdown]:
@@ -76,17 +78,17 @@ def model_bar_events(demo: gr.Blocks, ui: SimpleNamespace, h) -> None:
     model_out = [ui.status, *listing, ui.dataset, *ui.layer_sliders]
     load.click(
         h.on_load_model, [model, ui.uploads, ui.lang], model_out, api_name="load_model",
-        show_progress_on=[ui.status], **h.MODEL_WORK,
+        show_progress_on=[ui.status], **w.MODEL_WORK,
     )  # fmt: skip
     startup_out = [ui.status, model, *listing, ui.dataset, *ui.layer_sliders]
     # the page's language first (the browser's, or the one chosen here before), then what the server writes in it
-    first = demo.load(None, None, ui.lang, js=INITIAL_LANG_JS, **h.COSMETIC)
+    first = demo.load(None, None, ui.lang, js=INITIAL_LANG_JS, **w.COSMETIC)
     first.then(h.on_page_load, [ui.uploads, ui.lang], startup_out, api_name="startup", show_progress_on=[ui.status])
     refresh.click(h.on_refresh, [ui.vector, ui.uploads, ui.lang], listing, api_name="list_vectors")
     upload_out = [ui.vector, ui.uploads, ui.vector_md]
     upload.upload(
         h.on_upload_vector, [upload, ui.uploads, ui.vector, ui.lang], upload_out, api_name="upload_vector",
-        **h.UI_WORK,
+        **w.UI_WORK,
     )  # fmt: skip
 
 
@@ -123,10 +125,10 @@ def extract_tab(ui: SimpleNamespace, h) -> None:
     inputs = [ui.dataset, data_file, contrast, max_pairs, layers, method, read_position, name, ui.uploads, ui.lang]
     outputs = [summary, download, table, ui.vector, ui.vector_md, ui.uploads, table_help]
     button.click(
-        h.on_extract, inputs, outputs, api_name="extract", show_progress_on=[summary], **h.MODEL_WORK
+        h.on_extract, inputs, outputs, api_name="extract", show_progress_on=[summary], **w.MODEL_WORK
     )  # fmt: skip
     save.click(h.on_save_shared, [ui.vector, ui.uploads, ui.lang], [ui.vector, ui.vector_md], api_name="save_to_shared")
-    ui.demo.load(lambda: gr.Button(visible=h.RULES.shared_saves), None, save, **h.COSMETIC)
+    ui.demo.load(lambda: gr.Button(visible=h.RULES.shared_saves), None, save, **w.COSMETIC)
 
 
 def layers_tab(ui: SimpleNamespace, h) -> None:
@@ -146,7 +148,7 @@ def chat_settings(ui: SimpleNamespace, h) -> list:
         ui.layer_start = gr.Slider(0, 29, value=10, step=1, label=t("layer_start"), elem_id="layer-start")
         ui.layer_width = gr.Slider(1, 30, value=5, step=1, label=t("layer_width"), elem_id="layer-width")
         with gr.Column():
-            ui.strength = h.strength_slider(
+            ui.strength = w.strength_slider(
                 "calibrated", S.DEFAULT_STRENGTH["calibrated"], label=t("strength"), elem_id="strength"
             )
             ui.strength_note = gr.Markdown("", elem_id="strength-note")
@@ -195,7 +197,7 @@ def chat_tab(ui: SimpleNamespace, h) -> None:
     # The streaming step for HTTP clients: the message as its first input (the page goes through `pending`).
     chat_in = [*steering, *decoding_in, ui.history, ui.uploads, ui.mode, ui.half_life, ui.lang, meter]
     api_chat = gr.Button(visible=False, elem_id="api-chat")
-    api_chat.click(h.on_chat, [msg, ui.vector, *chat_in], columns, api_name="chat", **h.CHAT_WORK)
+    api_chat.click(h.on_chat, [msg, ui.vector, *chat_in], columns, api_name="chat", **w.CHAT_WORK)
     # The page: take the message (refusing a blank one or a second while streaming, text kept), then stream.
     take = gr.on(
         [send.click, msg.submit],
@@ -203,25 +205,26 @@ def chat_tab(ui: SimpleNamespace, h) -> None:
         [msg, busy, ui.vector, *chat_in],
         [msg, pending, busy, send, stop],
         api_visibility="private",
-        **h.UI_WORK,
+        **w.UI_WORK,
     )
     ends = [busy, send, stop]  # the stream's last update brings Send back (Stop and Clear do it themselves)
+    page = gr.State(lambda: uuid.uuid4().hex)  # this page's id: Stop and Clear reach its stream through it
     stream = take.then(
-        h.on_page_chat, [pending, ui.vector, *chat_in], [*columns, *ends], **h.CHAT_WORK, api_visibility="private"
+        h.on_page_chat, [pending, page, ui.vector, *chat_in], [*columns, *ends], **w.CHAT_WORK, api_visibility="private"
     )
-    stop.click(h.on_stream_end, None, [busy, send, stop], cancels=[stream], **h.COSMETIC)
-    clear.click(h.on_clear, None, [*columns, busy, send, stop], cancels=[stream], **h.COSMETIC)
-    plain_bot.clear(h.on_clear_column("plain"), ui.history, [plain_md, ui.history], **h.COSMETIC)
-    steered_bot.clear(h.on_clear_column("steered"), ui.history, [steered_md, ui.history, meter_html], **h.COSMETIC)
-    meter.change(lambda on: gr.HTML(visible=on), meter, meter_html, **h.COSMETIC)
+    stop.click(w.on_stop, page, [busy, send, stop], cancels=[stream], **w.COSMETIC)
+    clear.click(w.on_clear_page, page, [*columns, busy, send, stop], cancels=[stream], **w.COSMETIC)
+    plain_bot.clear(w.on_clear_column("plain"), ui.history, [plain_md, ui.history], **w.COSMETIC)
+    steered_bot.clear(w.on_clear_column("steered"), ui.history, [steered_md, ui.history, meter_html], **w.COSMETIC)
+    meter.change(lambda on: gr.HTML(visible=on), meter, meter_html, **w.COSMETIC)
     # layer sliders write the layers text (what is sent); the strength note warns past where text broke
     sliders = [ui.layer_start, ui.layer_width]
-    gr.on([s.input for s in sliders], h.on_layer_slider, [*sliders, ui.vector, ui.uploads], ui.layers, **h.COSMETIC)
+    gr.on([s.input for s in sliders], h.on_layer_slider, [*sliders, ui.vector, ui.uploads], ui.layers, **w.COSMETIC)
     note_in = [ui.vector, ui.strength, ui.scale, ui.mode, ui.apply_to, ui.penalty, ui.uploads, ui.lang]
     note_on = [ui.strength.change, ui.mode.change, ui.apply_to.change, ui.penalty.change, ui.lang.change]
-    gr.on(note_on, h.on_strength_note, note_in, ui.strength_note, **h.NOTE_WORK)
-    ui.scale.input(h.strength_slider, [ui.scale, ui.strength], ui.strength, **h.COSMETIC)
-    ui.examples.input(lambda text: text, ui.examples, msg, **h.COSMETIC)
+    gr.on(note_on, h.on_strength_note, note_in, ui.strength_note, show_progress="hidden", **w.NOTE_WORK)
+    ui.scale.input(w.strength_slider, [ui.scale, ui.strength], ui.strength, **w.COSMETIC)
+    ui.examples.input(lambda text: text, ui.examples, msg, **w.COSMETIC)
 
 
 def sweep_tab(ui: SimpleNamespace, h) -> None:
@@ -250,12 +253,12 @@ def sweep_tab(ui: SimpleNamespace, h) -> None:
     grid = [ui.sweep_layers, ui.sweep_strengths, prompts, tokens, ui.sweep_scale]
     inputs = [ui.vector, *grid, ui.penalty, ui.sweep_mode, ui.apply_to, ui.uploads, ui.lang]
     outputs = [markers, broken, table, best, pick, picks]
-    button.click(h.on_sweep, inputs, outputs, api_name="sweep", show_progress_on=[best], **h.MODEL_WORK)
+    button.click(h.on_sweep, inputs, outputs, api_name="sweep", show_progress_on=[best], **w.MODEL_WORK)
     to_chat_out = [*ui.chat_setting, *ui.layer_sliders, ui.tabs]
     apply_best.click(h.on_apply_best, [picks, ui.vector, ui.lang], to_chat_out, api_name="apply_best")
     apply_pick.click(h.on_apply_cell, [pick, picks, ui.vector, ui.lang], to_chat_out, api_name="apply_cell")
-    ui.sweep_scale.input(lambda s: S.SWEEP_STRENGTHS[s], ui.sweep_scale, ui.sweep_strengths, **h.COSMETIC)
-    table.select(h.on_pick_row, picks, pick, **h.COSMETIC)
+    ui.sweep_scale.input(lambda s: S.SWEEP_STRENGTHS[s], ui.sweep_scale, ui.sweep_strengths, **w.COSMETIC)
+    table.select(h.on_pick_row, picks, pick, **w.COSMETIC)
 
 
 def build_demo(h) -> gr.Blocks:
@@ -285,10 +288,10 @@ def build_demo(h) -> gr.Blocks:
         current = [*ui.chat_setting, ui.lang]
         defaults = [*ui.chat_setting, *ui.layer_sliders, ui.examples, *sweep]
         ui.vector.change(
-            h.on_vector_selected, [ui.vector, ui.uploads, *current], defaults, api_name="vector_defaults", **h.UI_WORK
+            h.on_vector_selected, [ui.vector, ui.uploads, *current], defaults, api_name="vector_defaults", **w.UI_WORK
         )
-        ui.lang.change(None, ui.lang, ui.lang, js=SWITCH_JS, **h.COSMETIC)
+        ui.lang.change(None, ui.lang, ui.lang, js=SWITCH_JS, **w.COSMETIC)
         lang_out = [ui.status, ui.model, ui.vector, ui.vector_md]
-        ui.lang.change(h.on_language, [ui.vector, ui.uploads, ui.lang], lang_out, show_progress="hidden", **h.COSMETIC)
+        ui.lang.change(h.on_language, [ui.vector, ui.uploads, ui.lang], lang_out, show_progress="hidden", **w.COSMETIC)
     demo.queue(default_concurrency_limit=1)
     return demo

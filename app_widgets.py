@@ -26,9 +26,9 @@ MODEL_WORK = dict(concurrency_limit=1, concurrency_id="model")  # one generation
 COSMETIC = dict(api_visibility="private", queue=False)  # no model work, not part of the API
 # Chats do not take the model's slot: up to 16 at once (32 rows, SCHEDULER's batch) join SCHEDULER's batches.
 CHAT_WORK = dict(concurrency_limit=16, concurrency_id="chat")
-# Notes that follow a control: one at a time, in the order the page asked (unqueued replies could arrive late and
-# overwrite a newer note with an older one).
-NOTE_WORK = dict(concurrency_limit=1, concurrency_id="note", api_visibility="private")
+# Notes that follow a control: queued, and per page one at a time with only the latest waiting (always_last), so an
+# older note never overwrites a newer one (unqueued replies could arrive out of order).
+NOTE_WORK = dict(concurrency_limit=None, trigger_mode="always_last", api_visibility="private")
 UI_WORK = dict(concurrency_limit=None)  # queued only so that its toasts reach the page; no model work
 
 
@@ -100,3 +100,25 @@ def on_clear_column(side: str):
 
     clear.__name__ = f"on_clear_{side}"
     return clear
+
+
+# Stop and Clear reach a page's stream through this (Gradio's cancel may hit a later, refused run of the stream
+# event instead of the one streaming): per page id (a random id in the page's gr.State), (presses, the last one).
+STOPPED: dict[str, tuple[int, str | None]] = {}
+
+
+def stops(page: str) -> tuple[int, str | None]:
+    """How often Stop or Clear was pressed on this page, and which was last."""
+    return STOPPED.get(page, (0, None))
+
+
+def on_stop(page: str):
+    """Stop this page's reply (keeping what came) and bring Send back."""
+    STOPPED[page] = (stops(page)[0] + 1, "stop")
+    return on_stream_end()
+
+
+def on_clear_page(page: str):
+    """Stop this page's reply and empty both columns (see on_clear)."""
+    STOPPED[page] = (stops(page)[0] + 1, "clear")
+    return on_clear()
