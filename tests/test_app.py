@@ -449,14 +449,16 @@ def test_chat_with_the_meter_returns_its_html(url, vector_path):
 
 
 def test_clearing_one_column_empties_only_its_history():
+    import app_widgets
+
     turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]
     history = {"plain": list(turn), "steered": list(turn)}
-    score, kept = app.on_clear_column("plain")(history)
+    score, kept = app_widgets.on_clear_column("plain")(history)
     assert score == "" and kept == {"plain": [], "steered": turn}
     assert history == {"plain": turn, "steered": turn}  # the state passed in is not changed in place
-    score, kept, meter = app.on_clear_column("steered")(history)
+    score, kept, meter = app_widgets.on_clear_column("steered")(history)
     assert (score, meter) == ("", "") and kept == {"plain": turn, "steered": []}
     # each returns one value per output of its event (the plain column has no meter)
     outputs = {fn.name: len(fn.outputs) for fn in app.demo.fns.values()}
     assert outputs["on_clear_plain"] == 2 and outputs["on_clear_steered"] == 3
-    assert app.on_clear_column("plain")(None)[1] == {"plain": [], "steered": []}
+    assert app_widgets.on_clear_column("plain")(None)[1] == {"plain": [], "steered": []}
