@@ -57,7 +57,6 @@ ENGLISH_ONLY = Text(
     ja="このモデルは英語しか知りません: 日本語のメッセージにはまともに返事できず、ギャルのベクトルには Qwen2.5 "
     "のような日本語のできるモデルが必要です。",
 )
-_JAPANESE = (("\u3040", "\u30ff"), ("\u3400", "\u4dbf"), ("\u4e00", "\u9fff"), ("\uff66", "\uff9f"))
 
 
 def column_label(side: str, ui_lang: str = "en") -> str:
@@ -68,7 +67,9 @@ def column_label(side: str, ui_lang: str = "en") -> str:
 def language_notice(message: str, model_lang: str) -> Message | None:
     """A notice when `message` holds Japanese (kana or kanji) and the model speaks English only (`model_lang`,
     settings.model_lang of its spec, is "en"); None otherwise."""
-    if model_lang != "en" or not any(lo <= c <= hi for c in str(message or "") for lo, hi in _JAPANESE):
+    from .style import guess_lang
+
+    if model_lang != "en" or guess_lang(str(message or "")) != "ja":
         return None
     return ENGLISH_ONLY()
 

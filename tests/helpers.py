@@ -39,3 +39,8 @@ def random_steering_vector(seed: int = 0, layers=(1, 2), hidden: int = 64, lang:
     }
     meta = {"model": "tiny-qwen2", **({"lang": lang} if lang else {})}
     return SteeringVector(directions, meta, stats)
+
+
+def has_japanese(text: str) -> bool:
+    """Kana or kanji anywhere in `text` (a page string said in Japanese has some; an English one none)."""
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)

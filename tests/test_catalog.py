@@ -17,6 +17,7 @@ from steering.catalog import EXTRACT_PREFIX, UPLOAD_PREFIX, VectorCatalog, prefe
 from steering.messages import Message, localized
 from steering.vector_files import load_vector, save_vector
 from steering.vectors import SteeringVector, VectorFileError
+from tests.helpers import has_japanese
 
 
 def unit_vector(hidden: int = 64, layers=(1, 2), **meta) -> SteeringVector:
@@ -70,10 +71,6 @@ def test_listing_labels_uploads_and_keeps_a_fitting_selection(catalog, tiny_qwen
     assert "tiny-qwen2（4 レイヤー）にありません" in localized(listing.note, "ja")  # a reason, in Japanese
     # a selection that is not listed falls back to the preferred vector
     assert catalog.listing(tiny_qwen2, [], selected=upload).value == str(catalog.folder / "fits.pt")
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 def test_listing_labels_in_the_page_language(catalog, tiny_qwen2, tmp_path, uploads_tmp):

@@ -16,14 +16,11 @@ from steering.interop import check_export_path, export_gguf, export_safetensors,
 from steering.messages import Message, localized
 from steering.vector_files import export_vector, load_vector, save_vector
 from steering.vectors import SteeringVector, VectorFileError, check_fits
+from tests.helpers import has_japanese
 
 HIDDEN = 576  # the bundled SmolLM2-135M-Instruct
 NUM_LAYERS = 30
 LAYERS = (8, 9, 10, 11, 12)
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 def assert_bilingual(exc: BaseException) -> str:

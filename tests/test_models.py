@@ -19,6 +19,7 @@ from steering.models import (
     load_model,
     suggested_models,
 )
+from tests.helpers import has_japanese
 
 VOCAB = 128
 
@@ -113,10 +114,6 @@ def test_find_decoder_layers_gemma3_nested_language_model():
     assert loaded.num_layers == 3
     assert loaded.hidden_size == 64  # from text_config, not the vision tower's 32
     assert loaded.context_length == 128
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 def test_suggested_model_labels_in_each_page_language():

@@ -6,16 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import has_japanese
+
 go = pytest.importorskip("plotly.graph_objects")
 
 from steering import plots, report  # noqa: E402
 from steering.sweep import SweepCell  # noqa: E402
 from steering.tables import STAT_TEXTS  # noqa: E402
 from steering.vectors import SteeringVector  # noqa: E402
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 def shown_texts(fig) -> list[str]:

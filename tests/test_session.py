@@ -15,10 +15,7 @@ from steering import session as session_module
 from steering.messages import localized
 from steering.models import SUGGESTED_MODELS, ModelLoadError, suggested_models
 from steering.session import ModelNotAllowed, ModelPolicy, ModelSession, model_status
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+from tests.helpers import has_japanese
 
 
 @pytest.fixture

@@ -11,12 +11,9 @@ from steering.settings import MAX_SWEEP_OPTIONS, MAX_SWEEP_STRENGTHS
 from steering.sweep import MAX_BROKEN, MAX_PERPLEXITY_RATIO, Setting, SweepCell
 from steering.sweep_tab import SweepGrid, SweepPicks, best_line, best_setting, picked_setting, sweep_grid
 from steering.vectors import SteeringVector
+from tests.helpers import has_japanese
 
 NUM_LAYERS = 4  # the tiny models' depth
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
 
 
 def make_vector(projections: bool = True, calibrated: bool = True, layers=(1, 2, 3)) -> SteeringVector:

@@ -16,11 +16,7 @@ from steering.tables import (
     stats_help,
     sweep_frame,
 )
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
-
+from tests.helpers import has_japanese
 
 STATS = {
     9: {"pc1_explained_variance": 0.12345, "mean_diff_norm": 3.0},

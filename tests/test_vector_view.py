@@ -28,10 +28,7 @@ from steering.vector_view import (
     vector_defaults,
 )
 from steering.vectors import SteeringVector
-
-
-def has_japanese(text: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+from tests.helpers import has_japanese
 
 
 def make_vector(meta: dict | None = None, calibrated: bool = True) -> SteeringVector:
