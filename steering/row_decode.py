@@ -1,16 +1,16 @@
-"""Per-row decoding inside ONE `model.generate` call: what lets the scheduler put requests with different decoding
-settings, stop strings and lengths into one batch, and stream each caller its own rows.
+"""Per-row decoding inside one batched generation (live_batch.py's loop): what lets the scheduler put requests with
+different decoding settings, stop strings and lengths into one batch, and stream each caller its own rows.
 
     RowState   one row while it runs: prompt, steering plan, settings, UTF-8-safe decoder, visible text (and, for a
                metered row, its (text, projection) pieces: meter.py), why it ended
-    RowLogits  a transformers logits processor: each row's repetition penalty (over the row's own tokens, never its
-               padding, as transformers' RepetitionPenaltyLogitsProcessor computes it), its minimum length, and for
-               sampled rows transformers' temperature / top-k / top-p warpers and a draw from the row's own seeded
-               generator; the drawn token is left as the only candidate, so generate's greedy pick takes it
-    RowDriver  a transformers stopping criterion: reads each step's token per row, feeds the decoders, ends rows
-               (end of sequence, stop string, max_new_tokens, cancelled), hands metered rows their token's
-               projection (meter.py: the value of the pass that chose the token) and publishes to each ticket
-    run_batch  the batched generate call itself, under row_steer.py's per-row hooks and meter.py's recording
+    RowLogits  each row's repetition penalty (over the row's own tokens, as transformers'
+               RepetitionPenaltyLogitsProcessor computes it), its minimum length, and for sampled rows transformers'
+               temperature / top-k / top-p warpers and a draw from the row's own seeded generator; greedy rows take
+               the argmax, as generate does
+    advance    hands each row the token its pass chose: feeds the decoder, ends rows (end of sequence, stop string,
+               max_new_tokens, cancelled), gives metered rows their token's projection (meter.py: the value of the
+               pass that chose the token); `publish` then tells each ticket
+    run_batch  a set of tickets run to the end in one live batch (the scheduler's worker also lets rows join)
 
 Text that might be the start of a stop string is held back until it is not (or the row ends), so what a caller
 has seen never has to be taken back.
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder, batch_inputs
-from .meter import Meter, Piece, RowMeter, TokenPieces, meter_rows
+from .generate import GenerationSettings, PreparedPrompt, Utf8SafeDecoder
+from .meter import Piece, RowMeter, TokenPieces
 from .models import LoadedModel
-from .row_steer import RowPlan, row_steer
+from .row_steer import RowPlan
 
 if TYPE_CHECKING:
     from .scheduler import Ticket
@@ -85,6 +85,8 @@ class RowState:
         self.tokens = TokenPieces() if meter is not None else None
         self.shown: tuple[str, list[Piece] | None] = ("", [] if meter is not None else None)
         self.count = 0  # generated tokens (without the end-of-sequence token)
+        self.seen = set(prompt.input_ids)  # the row's own token ids: what its repetition penalty weighs
+        self.passes = 0  # forward passes this row took part in (its prompt's is the first)
         self.finished: str | None = None
 
     def start(self, loaded: LoadedModel) -> None:
@@ -105,6 +107,7 @@ class RowState:
 
     def push(self, token: int, projection: float | None = None) -> None:
         """The next token (and, for a metered row, the projection of the pass that chose it)."""
+        self.seen.add(token)
         delta = self.decoder.push(token)
         if self.tokens is not None:
             self.tokens.add(delta, projection)
@@ -138,36 +141,30 @@ class RowState:
 
 
 class RowLogits:
-    """Per-row decoding inside one generate call (see the module docstring)."""
+    """Per-row decoding of one forward pass's last-position logits (see the module docstring); `choose` returns
+    each row's token: the argmax, as generate's greedy pick, or for a sampled row the drawn token."""
 
-    def __init__(self, rows: list[RowState], width: int, stop_ids: list[int]):
-        self.rows, self.width, self.stop_ids = rows, width, list(stop_ids)
-        self.pads = [width - len(r.prompt.input_ids) for r in rows]
-        self.penalized = [i for i, r in enumerate(rows) if r.settings.repetition_penalty != 1.0]
-        self.penalties = torch.tensor([[rows[i].settings.repetition_penalty] for i in self.penalized])
+    def __init__(self, rows: list[RowState], stop_ids: Sequence[int]):
+        self.rows, self.stop_ids = rows, list(stop_ids)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        step = input_ids.shape[1] - self.width
-        if self.penalized:  # as transformers' RepetitionPenaltyLogitsProcessor, over each row's own tokens only
-            idx = torch.tensor(self.penalized, device=scores.device)
-            self.penalties = self.penalties.to(scores.device)  # (logits may sit on another GPU than the model's first)
-            vocab = scores.shape[-1]
-            ids = input_ids[idx].clamp(max=vocab)  # ids past the LM head's vocabulary go to a dropped extra column
-            for j, i in enumerate(self.penalized):
-                if self.pads[i]:
-                    ids[j, : self.pads[i]] = ids[j, self.pads[i]]  # padding repeats a real token: no effect
-            rows = torch.nn.functional.pad(scores[idx], (0, 1))
-            picked = torch.gather(rows, 1, ids)
-            picked = torch.where(picked < 0, picked * self.penalties, picked / self.penalties)
-            scores[idx] = rows.scatter(1, ids, picked)[..., :vocab]
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        vocab = scores.shape[-1]
         for i, row in enumerate(self.rows):
             if row.finished is not None:
                 continue
-            if step < row.min_new:
+            penalty = row.settings.repetition_penalty
+            if penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, over the row's own tokens
+                ids = torch.tensor([t for t in row.seen if t < vocab], dtype=torch.long, device=scores.device)
+                picked = scores[i].gather(0, ids)
+                scores[i] = scores[i].scatter(0, ids, torch.where(picked < 0, picked * penalty, picked / penalty))
+            if row.count < row.min_new:
                 scores[i, self.stop_ids] = -math.inf
             if row.sampled:
                 scores[i] = self._sample(scores[i], row)
         return scores
+
+    def choose(self, scores: torch.Tensor) -> list[int]:
+        return self(scores).argmax(dim=-1).tolist()
 
     @staticmethod
     def _sample(scores: torch.Tensor, row: RowState) -> torch.Tensor:
@@ -189,80 +186,37 @@ class RowLogits:
         return torch.full_like(scores, -math.inf).index_fill_(0, token, 0.0)
 
 
-class RowDriver:
-    """A transformers stopping criterion that reads each step's tokens: feeds every live row's decoder, ends rows
-    (end of sequence, stop string, max_new_tokens, cancelled) and publishes to each ticket. With a `meter`, step k's
-    token gets the projection of forward pass k (the one whose last position chose it)."""
+def advance(rows: Sequence[tuple[Ticket, RowState]], tokens, values, stop_ids: set[int]) -> None:
+    """Hand each live row the token its forward pass chose (and, for a metered row, that pass's projection): a
+    cancelled ticket's rows end without it, a stop id ends the row, anything else is pushed."""
+    now = time.perf_counter()
+    for (ticket, row), token, value in zip(rows, tokens, values):
+        if row.finished is not None:
+            continue
+        if ticket.first_token is None:
+            ticket.first_token = now
+        if ticket.cancelled:
+            row.end(CANCELLED)
+        elif token in stop_ids:
+            row.end(STOP)
+        else:
+            row.push(token, value)
 
-    def __init__(self, tickets: list[Ticket], stop_ids: set[int], meter: Meter | None = None):
-        self.tickets, self.stop_ids, self.meter = tickets, stop_ids, meter
-        self.rows = [(t, r) for t in tickets for r in t._rows]
-        self.steps = 0
 
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        tokens = input_ids[:, -1].tolist()
-        self.steps += 1
-        values = self.meter.read(self.steps) if self.meter is not None else [None] * len(tokens)
-        now = time.perf_counter()
-        for (ticket, row), token, value in zip(self.rows, tokens, values):
-            if row.finished is not None:
-                continue
-            if ticket.cancelled:
-                row.end(CANCELLED)
-            elif token in self.stop_ids:
-                row.end(STOP)
-            else:
-                row.push(token, value)
-        for ticket in self.tickets:
-            if ticket.done:
-                continue
-            if ticket.first_token is None:
-                ticket.first_token = now
+def publish(tickets: Sequence[Ticket]) -> None:
+    """Tell each ticket's readers what changed; a ticket whose rows all ended is done."""
+    for ticket in tickets:
+        if not ticket.done:
             ticket._publish(done=all(r.finished is not None for r in ticket._rows))
-        return torch.tensor([r.finished is not None for _, r in self.rows], device=input_ids.device)
 
 
 def run_batch(loaded: LoadedModel, tickets: list[Ticket]) -> None:
-    """Generate every row of `tickets` in one batched call (the worker's job; callable directly, e.g. in tests).
-    Each ticket ends done, or failed with the exception generation raised. Metered rows are recorded by meter.py's
-    hooks, registered after the steering hooks (they read each layer's pushed output)."""
-    from transformers import LogitsProcessorList, StoppingCriteriaList
+    """Generate every row of `tickets` in one live batch until all ended (what the scheduler's worker does, minus
+    the joining; callable directly, e.g. in tests). Each ticket ends done, or failed with the exception generation
+    raised (an exception that is not an Exception is raised again after)."""
+    from .live_batch import LiveBatch
 
-    rows = [r for t in tickets for r in t._rows]
-    started = time.perf_counter()
-    for ticket in tickets:
-        ticket.started = started
-    try:
-        for row in rows:
-            row.start(loaded)
-        inputs = batch_inputs(loaded, [r.prompt for r in rows])
-        tok = loaded.tokenizer
-        stop_ids = sorted({tok.eos_token_id, tok.pad_token_id} - {None})
-        width = inputs["input_ids"].shape[1]
-        driver = RowDriver(tickets, set(stop_ids))
-        kwargs = dict(
-            max_new_tokens=max(r.settings.max_new_tokens for r in rows),
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            repetition_penalty=1.0,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            logits_processor=LogitsProcessorList([RowLogits(rows, width, stop_ids)]),
-            stopping_criteria=StoppingCriteriaList([driver]),
-        )
-        plans, meters = [r.plan for r in rows], [r.meter for r in rows]
-        with row_steer(loaded, plans), meter_rows(loaded, meters) as meter, torch.inference_mode():
-            driver.meter = meter
-            loaded.model.generate(**inputs, **kwargs)
-        for row in rows:  # generate's own end (the longest max_new_tokens) without the driver's word
-            row.end(LENGTH)
-    except BaseException as exc:  # noqa: BLE001 - every caller of the batch hears it
-        for ticket in tickets:
-            ticket._fail(exc)
-        if not isinstance(exc, Exception):
-            raise
-        return
-    for ticket in tickets:
-        ticket._publish(done=True)
+    batch = LiveBatch(loaded)
+    batch.admit(tickets)
+    while batch.rows:
+        batch.step()

@@ -65,13 +65,23 @@ def _as_plan(loaded: LoadedModel, row) -> RowPlan | None:
 class RowLayerHook:
     """Steers one block's output, row by row, only in the owning thread.
 
-    Like steer.py's hook it counts forward passes: the first is the prompt (skipped by rows that steer only
-    `generated` tokens), the k-th after it is generated token k-2 for the half-life decay.
+    Like steer.py's hook it counts forward passes, per row (rows of a live batch join at different times): a row's
+    first is its prompt (skipped by rows that steer only `generated` tokens), its k-th is generated token k-2 for
+    the half-life decay. `passes` says how many each row had before this hook (live_batch.py rebuilds the hooks
+    whenever rows join or leave).
     """
 
-    def __init__(self, layer: int, plans: Sequence[RowPlan | None], hidden_size: int, owner: int):
-        self.layer, self.owner, self.calls = layer, owner, 0
+    def __init__(
+        self,
+        layer: int,
+        plans: Sequence[RowPlan | None],
+        hidden_size: int,
+        owner: int,
+        passes: Sequence[int] | None = None,
+    ):
+        self.layer, self.owner = layer, owner
         rows = len(plans)
+        self.calls = list(passes) if passes is not None else [0] * rows
         self.pushes: list[LayerPush | None] = [p.pushes.get(layer) if p is not None else None for p in plans]
         self.steered = torch.tensor([push is not None for push in self.pushes])
         self.units = torch.zeros(rows, hidden_size)
@@ -108,21 +118,23 @@ class RowLayerHook:
     def _coeffs(self, strengths: torch.Tensor) -> torch.Tensor:
         """Each row's strength on this pass, its half-life decay applied as steer.py does (tensor × python float,
         computed in float32 like the scalar path)."""
-        if self.calls <= 1 or not any(self.half_lives):
+        decaying = [hl if hl and calls > 1 else None for hl, calls in zip(self.half_lives, self.calls)]
+        if not any(decaying):
             return strengths
-        factors = [0.5 ** ((self.calls - 2) / hl) if hl else 1.0 for hl in self.half_lives]
+        factors = [0.5 ** ((calls - 2) / hl) if hl else 1.0 for hl, calls in zip(decaying, self.calls)]
         factor = torch.tensor(factors, dtype=torch.float32, device=strengths.device)
         return (strengths.float() * factor).to(strengths.dtype)
 
     def __call__(self, _module, _inputs, output):
         if threading.get_ident() != self.owner:
             return None
-        self.calls += 1
         hidden = block_output(output)
         if hidden.shape[0] != len(self.pushes):
             raise ValueError(f"row steering for {len(self.pushes)} rows met a batch of {hidden.shape[0]} rows")
+        self.calls = [calls + 1 for calls in self.calls]
         units, pushvec, strengths, add_rows, norm_rows, apply = self._on(hidden)
-        live = apply != 1 if self.calls == 1 else torch.ones_like(apply, dtype=torch.bool)  # generated: not the prompt
+        prompt = torch.tensor([calls == 1 for calls in self.calls], device=apply.device)
+        live = (apply != 1) | ~prompt  # generated: not the prompt
         if not bool((live & self.steered.to(live.device)).any()):
             return None
         coeffs = self._coeffs(strengths)
@@ -153,16 +165,17 @@ class RowLayerHook:
 
 
 @contextmanager
-def row_steer(loaded: LoadedModel, rows: Sequence[Steering | RowPlan | None]):
+def row_steer(loaded: LoadedModel, rows: Sequence[Steering | RowPlan | None], passes: Sequence[int] | None = None):
     """Steer each batch row with its own Steering (or RowPlan from plan_row; None = plain) inside the block: one
-    hook per steered layer, removed on any exit. Yields the hooks by layer."""
+    hook per steered layer, removed on any exit. `passes`: forward passes each row already had (default none: the
+    first pass is every row's prompt). Yields the hooks by layer."""
     plans = [_as_plan(loaded, row) for row in rows]
     owner = threading.get_ident()
     layers = sorted({layer for plan in plans if plan is not None for layer in plan.pushes})
     handles, hooks = [], {}
     try:
         for layer in layers:
-            hooks[layer] = RowLayerHook(layer, plans, loaded.hidden_size, owner)
+            hooks[layer] = RowLayerHook(layer, plans, loaded.hidden_size, owner, passes)
             handles.append(loaded.layers[layer].register_forward_hook(hooks[layer]))
         yield hooks
     finally:

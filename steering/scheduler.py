@@ -2,21 +2,21 @@
 
 Callers (page sessions, API requests, scripts; any thread) `submit` a request: one or more rows, each with its own
 conversation, steering (a Steering, or None = plain) and decoding settings (max_new_tokens, temperature, top_p,
-top_k, repetition_penalty, seed, plus stop strings and a minimum length). One worker thread owns the generation:
-it takes every waiting request that fits (up to `max_batch_rows` rows, first come first served) and runs all their
-rows in one `model.generate` call, with row_steer.py's per-row hooks. Requests that arrive while a batch runs wait
-for the next batch; more than `max_queue` waiting requests is `SchedulerBusy` ("busy, try again").
+top_k, repetition_penalty, seed, plus stop strings and a minimum length). One worker thread owns the generation, a
+live batch (live_batch.py): between any two of its tokens, every waiting request that fits (up to `max_batch_rows`
+rows in all, first come first served) is prefilled and joins it, and each row leaves the step it ends, so a
+request never waits for another's reply to finish. Steering is per row (row_steer.py's hooks). More than
+`max_queue` waiting requests is `SchedulerBusy` ("busy, try again").
 
-Decoding is per row inside that one call (row_decode.py): each row's repetition penalty, minimum length,
-temperature / top-k / top-p and seeded draw, so requests with different decoding settings share a batch; greedy
-rows give exactly their solo `generate_rows` reply, and a seeded sampled row gives the same reply whatever else
-shares its batch (not the same draw as generate_rows' global-RNG sampling). Each row ends on its own
-max_new_tokens, end of sequence, stop strings or cancellation; when every row of a batch is done the batch stops.
+Decoding is per row (row_decode.py): each row's repetition penalty, minimum length, temperature / top-k / top-p and
+seeded draw, so requests with different decoding settings share a batch; greedy rows give exactly their solo
+`generate_rows` reply whenever they join, and a seeded sampled row gives the same reply whatever else shares its
+batch (not the same draw as generate_rows' global-RNG sampling). Each row ends on its own max_new_tokens, end of
+sequence, stop strings or cancellation.
 
 Each caller reads only its own rows (`Ticket.updates`/`stream`/`aupdates`/`result`), decoded incrementally with
 generate.Utf8SafeDecoder (never half a character) and with text that might begin a stop string held back. A caller
-that cancels (or closes its stream) stops its rows at the next step; the other rows run on. Rows that finish early
-keep their slot until the batch ends (generate does not shrink a batch), computing padding.
+that cancels (or closes its stream) stops its rows at the next step; the other rows run on.
 
 A row with `meter_layer` also gets its gyaru meter (meter.py): each shown token's projection onto the steering
 vector's direction at that layer, recorded during the same generation (`Update.pieces`); a plain row reads the
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from .checks import check_int
 from .generate import GenerationSettings, prepare_prompt
+from .live_batch import LiveBatch
 from .meter import Piece, request_meters
 from .models import LoadedModel
 from .row_decode import CANCELLED, LENGTH, STOP, RowState, check_stops, run_batch
@@ -246,10 +247,13 @@ class Ticket:
 
 @dataclass
 class SchedulerStats:
-    batches: int = 0
-    rows: int = 0
-    largest_batch: int = 0
-    recent_batches: deque = field(default_factory=lambda: deque(maxlen=64))  # rows per batch, newest last
+    batches: int = 0  # admissions: requests prefilled together (into a new batch or a running one)
+    joined: int = 0  # admissions into a running batch (between two of its tokens)
+    rows: int = 0  # rows admitted
+    largest_batch: int = 0  # most rows in one decoding step
+    steps: int = 0  # decoding steps
+    row_steps: int = 0  # rows over all steps (row_steps / steps: rows per step)
+    recent_batches: deque = field(default_factory=lambda: deque(maxlen=64))  # rows per admission, newest last
 
 
 class Scheduler:
@@ -300,7 +304,7 @@ class Scheduler:
         return Ticket(loaded, states)
 
     def submit(self, loaded: LoadedModel, rows: Sequence[Row]) -> Ticket:
-        """Queue a request; its rows run in the next batch. ValueError for a bad row, SchedulerBusy when
+        """Queue a request; its rows join the live batch at its next step. ValueError for a bad row, SchedulerBusy when
         `max_queue` requests are already waiting, SchedulerClosed after close()."""
         ticket = self.prepare(loaded, rows)
         with self._cond:
@@ -322,7 +326,7 @@ class Scheduler:
     def load(self) -> dict:
         """Waiting requests and running rows now (for a status line or a health check)."""
         with self._cond:
-            return {"waiting": len(self._queue), "running_rows": sum(len(t) for t in self._running)}
+            return {"waiting": len(self._queue), "running_rows": sum(len(t) for t in self._running if not t.done)}
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop taking requests, fail the waiting ones, cancel the running batch and wait for the worker."""
@@ -340,32 +344,33 @@ class Scheduler:
 
     # ---------------------------------------------------------------- worker
 
-    def _take(self) -> list[Ticket]:
-        """The next batch (under the lock): waiting requests in order that share the first one's model and fit
-        max_batch_rows; cancelled ones are dropped. A request is also left for a later batch when the batch's longest
-        prompt plus its longest reply would pass the model's context (every row runs until the batch ends)."""
+    def _take(self, live: LiveBatch | None) -> list[Ticket]:
+        """The requests to admit now (under the lock): waiting ones in order that share the live batch's model (or
+        the first one's) and fit in the rows it has left; cancelled ones are dropped. Every row ends on its own,
+        so rows of any lengths share a batch."""
+        running = live is not None and bool(live.rows)
+        if running and not live.joinable():
+            return []
         batch: list[Ticket] = []
-        rows = width = new = 0
+        model = live.loaded if running else None
+        room = self.max_batch_rows - (len(live.rows) if running else 0)
         keep: deque[Ticket] = deque()
         while self._queue:
             ticket = self._queue.popleft()
             if ticket.cancelled:
                 ticket._end_unrun()
                 continue
-            if batch and ticket.loaded is not batch[0].loaded:
+            if (model or ticket.loaded) is not ticket.loaded:
                 keep.append(ticket)
                 continue
-            if rows + len(ticket) > self.max_batch_rows:
+            if len(ticket) > room:
                 keep.append(ticket)
                 keep.extend(self._queue)
                 self._queue.clear()
                 break
-            t_width, t_new = max(ticket.prompt_tokens), max(r.settings.max_new_tokens for r in ticket._rows)
-            if batch and max(width, t_width) + max(new, t_new) > ticket.loaded.context_length:
-                keep.append(ticket)
-                continue
+            model = ticket.loaded
             batch.append(ticket)
-            rows, width, new = rows + len(ticket), max(width, t_width), max(new, t_new)
+            room -= len(ticket)
         self._queue = keep
         return batch
 
@@ -386,21 +391,36 @@ class Scheduler:
             seen = now
 
     def _loop(self) -> None:
+        live: LiveBatch | None = None
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._closed)
+                self._cond.wait_for(lambda: self._queue or self._closed or (live is not None and live.rows))
                 if self._closed:
-                    return
-            self._gather()
+                    break
+            if live is None or not live.rows:
+                self._gather()  # a new batch: let a burst of callers arrive together
             with self._cond:
-                batch = self._take()
-                self._running = batch
-            if batch:
-                rows = sum(len(t) for t in batch)
-                self.stats.batches += 1
-                self.stats.rows += rows
-                self.stats.largest_batch = max(self.stats.largest_batch, rows)
-                self.stats.recent_batches.append(rows)
-                run_batch(batch[0].loaded, batch)
+                joiners = self._take(live)
+            if joiners:
+                self._admit(live := self._batch_for(live, joiners[0].loaded), joiners)
+            if live is not None and live.rows:
+                self.stats.steps += 1
+                self.stats.row_steps += len(live.rows)
+                self.stats.largest_batch = max(self.stats.largest_batch, len(live.rows))
+                live.step()
             with self._cond:
-                self._running = []
+                self._running = live.tickets if live is not None else []
+        if live is not None:
+            live.close()
+
+    @staticmethod
+    def _batch_for(live: LiveBatch | None, loaded: LoadedModel) -> LiveBatch:
+        return live if live is not None and live.rows and live.loaded is loaded else LiveBatch(loaded)
+
+    def _admit(self, live: LiveBatch, joiners: list[Ticket]) -> None:
+        rows = sum(len(t) for t in joiners)
+        self.stats.batches += 1
+        self.stats.joined += bool(live.rows)
+        self.stats.rows += rows
+        self.stats.recent_batches.append(rows)
+        live.admit(joiners)

@@ -1,6 +1,6 @@
 """Per-row decoding (steering/row_decode.py): stop strings checked and held back, RowState's text and endings,
-RowLogits' per-row repetition penalty / minimum length / seeded sampling on hand-made logits, RowDriver's endings and
-publishing, and run_batch on the tiny random model (tests/test_scheduler.py drives the same code end to end)."""
+RowLogits' per-row repetition penalty / minimum length / seeded sampling on hand-made logits, advance's endings and
+publish, and run_batch on the tiny random model (tests/test_scheduler.py drives the same code end to end)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from steering.row_decode import (
     MAX_STOP_CHARS,
     MAX_STOP_STRINGS,
     STOP,
-    RowDriver,
     RowLogits,
     RowState,
+    advance,
     check_stops,
+    publish,
     run_batch,
 )
 from steering.scheduler import Row, Scheduler, Ticket
@@ -187,96 +188,91 @@ def test_ending_flushes_an_incomplete_character():
 # --------------------------------------------------------------------------------------------- RowLogits
 
 VOCAB, PAD, EOS = 12, 11, 10
+TOKEN_PIECES = [f"<{i}>" for i in range(VOCAB + 3)]  # every id decodes (ids past VOCAB: a larger embedding table)
 
 
-def logits_rows(*rows: dict, width: int | None = None):
-    """RowStates for RowLogits from dicts of prompt / penalty / min_new / RowState settings."""
+def logits_rows(*rows: dict) -> list[RowState]:
+    """Started RowStates for RowLogits from dicts of prompt / penalty / min_new / RowState settings."""
     states = []
     for spec in rows:
         spec = dict(spec)
         prompt = spec.pop("prompt", [1, 2, 3])
         min_new = spec.pop("min_new", 0)
         penalty = spec.pop("penalty", 1.0)
-        row = state(prompt=prompt, min_new=min_new, repetition_penalty=penalty, **spec)
-        states.append(row)
-    width = width or max(len(r.prompt.input_ids) for r in states)
-    return states, width
+        states.append(state(TOKEN_PIECES, prompt=prompt, min_new=min_new, repetition_penalty=penalty, **spec))
+    return states
 
 
 def test_repetition_penalty_is_per_row_over_its_own_tokens_only():
-    # prompts of 3, 5 and 4 tokens, left-padded with PAD to 5; then two generated tokens each. Row 2's prompt holds
-    # an id past the LM head's vocabulary (a larger embedding table), which must be ignored, not crash.
-    rows, width = logits_rows(
+    # prompts of 3, 5 and 4 tokens, then two generated tokens each. Row 2's prompt holds an id past the LM head's
+    # vocabulary (a larger embedding table), which must be ignored, not crash.
+    rows = logits_rows(
         {"prompt": [3, 5, 5], "penalty": 1.5},
         {"prompt": [1, 2, 4, 6, 8], "penalty": 1.0},
         {"prompt": [0, 9, VOCAB + 2, 2], "penalty": 2.0},
     )
-    input_ids = torch.tensor(
-        [
-            [PAD, PAD, 3, 5, 5, 7, 3],
-            [1, 2, 4, 6, 8, 5, 5],
-            [PAD, 0, 9, VOCAB + 2, 2, 6, 0],
-        ]
-    )
+    generated = [[7, 3], [5, 5], [6, 0]]
+    for row, tokens in zip(rows, generated):
+        pushed(row, tokens)
     scores = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(0)) * 3
-    scores[:, PAD] = 2.5  # a likely padding token: penalizing it for the padding would lower it
+    scores[:, PAD] = 2.5  # a token no row holds stays as it is
     scores[0, 3], scores[0, 5], scores[2, 9] = -1.0, 1.5, -0.5  # negative scores are multiplied, positive divided
     before = scores.clone()
-    out = RowLogits(rows, width, [EOS, PAD])(input_ids, scores)
+    out = RowLogits(rows, [EOS, PAD])(scores)
 
-    def transformers_row(i: int, penalty: float, pads: int) -> torch.Tensor:
-        return RepetitionPenaltyLogitsProcessor(penalty)(input_ids[i : i + 1, pads:], before[i : i + 1].clone())[0]
+    def transformers_row(i: int, penalty: float) -> torch.Tensor:
+        ids = [t for t in rows[i].prompt.input_ids + generated[i] if t < VOCAB]
+        return RepetitionPenaltyLogitsProcessor(penalty)(torch.tensor([ids]), before[i : i + 1].clone())[0]
 
-    torch.testing.assert_close(out[0], transformers_row(0, 1.5, 2), rtol=0, atol=0)
+    torch.testing.assert_close(out[0], transformers_row(0, 1.5), rtol=0, atol=0)
     torch.testing.assert_close(out[1], before[1], rtol=0, atol=0)  # penalty 1.0: untouched
-    torch.testing.assert_close(out[2], transformers_row(2, 2.0, 1), rtol=0, atol=0)
-    assert out[0, PAD] == before[0, PAD] and out[2, PAD] == before[2, PAD]  # padding is not the row's token
+    torch.testing.assert_close(out[2], transformers_row(2, 2.0), rtol=0, atol=0)
+    assert out[0, PAD] == before[0, PAD] and out[2, PAD] == before[2, PAD]
     assert out[0, 3] == -1.5 and out[0, 5] == 1.0 and out[2, 9] == -1.0  # each token once, however often repeated
-    # what penalizing the padded row would have done (the bug this guards against)
-    padded = RepetitionPenaltyLogitsProcessor(1.5)(input_ids[:1], before[:1].clone())[0]
-    assert padded[PAD] != out[0, PAD]
 
 
 def test_penalties_differ_per_row_in_one_batch():
-    rows, width = logits_rows({"prompt": [4], "penalty": 2.0}, {"prompt": [4], "penalty": 0.5})
-    scores = torch.full((2, VOCAB), 3.0)
-    out = RowLogits(rows, width, [EOS])(torch.tensor([[4], [4]]), scores)
+    rows = logits_rows({"prompt": [4], "penalty": 2.0}, {"prompt": [4], "penalty": 0.5})
+    out = RowLogits(rows, [EOS])(torch.full((2, VOCAB), 3.0))
     assert out[0, 4] == 1.5 and out[1, 4] == 6.0  # a penalty under 1 favours repeats
     assert (out[:, [0, 1, 2, 3, 5]] == 3.0).all()
 
 
 def test_min_new_tokens_masks_the_stop_ids_until_reached():
-    rows, width = logits_rows({"min_new": 2}, {"min_new": 0})
-    processor = RowLogits(rows, width, [EOS, PAD])
+    rows = logits_rows({"min_new": 2}, {"min_new": 0})
+    processor = RowLogits(rows, [EOS, PAD])
     base = torch.zeros(2, VOCAB)
     base[:, EOS] = 10.0  # the end of sequence is the greedy pick
     for step in range(4):
-        input_ids = torch.tensor([[1, 2, 3] + [5] * step] * 2)
-        out = processor(input_ids, base.clone())
+        out = processor(base.clone())
         if step < 2:
             assert out[0, EOS] == -math.inf and out[0, PAD] == -math.inf
             assert out[0].argmax() != EOS
         else:
             assert torch.equal(out[0], base[0])
         assert torch.equal(out[1], base[1])  # the other row may end at once
+        for row in rows:
+            row.push(5)
 
 
-def test_greedy_rows_keep_their_logits_so_generate_picks_the_argmax():
-    rows, width = logits_rows({}, {}, {"temperature": 1.0, "seed": 3})
+def test_greedy_rows_take_the_argmax_and_a_sampled_row_its_draw():
+    rows = logits_rows({}, {}, {"temperature": 1.0, "seed": 3})
     scores = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(1))
     before = scores.clone()
-    out = RowLogits(rows, width, [EOS])(torch.tensor([[1, 2, 3]] * 3), scores)
+    out = RowLogits(rows, [EOS])(scores)
     assert torch.equal(out[:2], before[:2])
-    # a sampled row leaves only its drawn token, so generate's greedy pick takes that one
+    # a sampled row leaves only its drawn token, so the argmax takes that one
     assert torch.isfinite(out[2]).sum() == 1 and out[2].max() == 0.0
+    chosen = RowLogits(logits_rows({}, {}, {"temperature": 1.0, "seed": 3}), [EOS]).choose(before.clone())
+    assert chosen[:2] == before[:2].argmax(dim=-1).tolist() and chosen[2] == int(out[2].argmax())
 
 
 def test_a_finished_row_is_left_alone():
-    rows, width = logits_rows({"min_new": 5, "temperature": 1.0, "seed": 3})
+    rows = logits_rows({"min_new": 5, "temperature": 1.0, "seed": 3})
     rows[0].finished = STOP
     scores = torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(2))
     before = scores.clone()
-    out = RowLogits(rows, width, [EOS])(torch.tensor([[1, 2, 3]]), scores)
+    out = RowLogits(rows, [EOS])(scores)
     assert torch.equal(out, before)
     assert rows[0].generator is None  # nothing drawn
 
@@ -286,19 +282,18 @@ STEP_SCORES = torch.randn(40, VOCAB, generator=torch.Generator().manual_seed(42)
 
 def draws(specs: list[dict], target: int, steps: int = 40) -> list[int]:
     """The tokens row `target` draws over `steps` steps, given STEP_SCORES as its logits at each step (the other
-    rows get other logits); every row's drawn token is appended to its ids, as generate does."""
-    rows, width = logits_rows(*specs)
-    processor = RowLogits(rows, width, [EOS])
-    input_ids = torch.tensor([[1, 2, 3]] * len(rows))
+    rows get other logits); every row takes its drawn token, as the live batch does."""
+    rows = logits_rows(*specs)
+    processor = RowLogits(rows, [EOS])
     noise = torch.Generator().manual_seed(99)
     drawn = []
     for step in range(steps):
         scores = torch.randn(len(rows), VOCAB, generator=noise) * 4
         scores[target] = STEP_SCORES[step]
-        out = processor(input_ids, scores)
-        picked = out.argmax(dim=-1)
-        drawn.append(int(picked[target]))
-        input_ids = torch.cat([input_ids, picked[:, None]], dim=1)
+        picked = processor.choose(scores)
+        drawn.append(picked[target])
+        for row, token in zip(rows, picked):
+            row.push(token)
     return drawn
 
 
@@ -339,9 +334,8 @@ def test_rows_without_a_seed_draw_differently():
 
 
 def many_draws(scores: torch.Tensor, steps: int = 300, **settings) -> set[int]:
-    rows, width = logits_rows({"seed": 5, **settings})
-    processor = RowLogits(rows, width, [EOS])
-    return {int(processor(torch.tensor([[1, 2, 3]]), scores[None].clone())[0].argmax()) for _ in range(steps)}
+    processor = RowLogits(logits_rows({"seed": 5, **settings}), [EOS])
+    return {processor.choose(scores[None].clone())[0] for _ in range(steps)}
 
 
 def test_top_k_keeps_only_the_k_best():
@@ -370,25 +364,38 @@ def test_a_tiny_top_p_still_keeps_the_best_token():
 
 
 def test_a_sampled_row_draws_no_end_of_sequence_before_min_new_tokens():
-    rows, width = logits_rows({"temperature": 1.0, "seed": 0, "min_new": 3})
-    processor = RowLogits(rows, width, [EOS])
+    rows = logits_rows({"temperature": 1.0, "seed": 0, "min_new": 3})
+    processor = RowLogits(rows, [EOS])
     scores = torch.zeros(VOCAB)
     scores[EOS] = 30.0  # certain, once allowed
     picked = []
-    for step in range(5):
-        input_ids = torch.tensor([[1, 2, 3] + [4] * step])
-        picked.append(int(processor(input_ids, scores[None].clone())[0].argmax()))
+    for _ in range(5):
+        picked.append(processor.choose(scores[None].clone())[0])
+        rows[0].push(4)
     assert EOS not in picked[:3] and picked[3:] == [EOS, EOS]
 
 
-# --------------------------------------------------------------------------------------------- RowDriver
+# --------------------------------------------------------------------------------------------- advance, publish
 
 
 def ticket_of(loaded, *rows: RowState) -> Ticket:
     return Ticket(loaded, list(rows))
 
 
-def test_the_driver_ends_rows_and_publishes_each_ticket():
+def stepper(tickets: list[Ticket], stop_ids: set[int]):
+    """One step of the live batch's bookkeeping: each row takes its token (values: each row's meter value), then
+    every ticket hears; returns which rows have ended."""
+    pairs = [(t, r) for t in tickets for r in t._rows]
+
+    def step(*tokens, values=None) -> list[bool]:
+        advance(pairs, tokens, values or [None] * len(tokens), stop_ids)
+        publish(tickets)
+        return [r.finished is not None for _, r in pairs]
+
+    return step
+
+
+def test_advance_ends_rows_and_publish_tells_each_ticket():
     pieces = ["Hi", " you", "!", "<eos>"]
     loaded = loaded_with(pieces, special={3})
     rows = [
@@ -399,11 +406,7 @@ def test_the_driver_ends_rows_and_publishes_each_ticket():
     for row in rows:
         row.start(loaded)
     a, b = ticket_of(loaded, rows[0], rows[1]), ticket_of(loaded, rows[2])
-    driver = RowDriver([a, b], {3})
-
-    def step(*tokens) -> list[bool]:
-        ids = torch.tensor([[1, t] for t in tokens])
-        return driver(ids, None).tolist()
+    step = stepper([a, b], {3})
 
     assert step(0, 0, 0) == [False, False, False]
     assert [r.text for r in rows] == ["Hi", "Hi", "Hi"]
@@ -423,22 +426,22 @@ def test_the_driver_ends_rows_and_publishes_each_ticket():
     assert result.finished == [STOP, LENGTH] and result.texts == ["Hi", "Hi you!"] and result.token_counts == [1, 3]
 
 
-def test_the_driver_cancels_only_the_cancelled_ticket():
+def test_a_cancelled_ticket_ends_only_its_own_rows():
     loaded = loaded_with(["a", "b"])
     rows = [RowState(PreparedPrompt([1]), None, GenerationSettings(max_new_tokens=9), (), 0) for _ in range(3)]
     for row in rows:
         row.start(loaded)
     keep, leave = ticket_of(loaded, rows[0]), ticket_of(loaded, rows[1], rows[2])
-    driver = RowDriver([keep, leave], {7})
-    driver(torch.tensor([[0], [0], [0]]), None)
+    step = stepper([keep, leave], {7})
+    step(0, 0, 0)
     leave.cancel()
-    assert driver(torch.tensor([[1], [1], [1]]), None).tolist() == [False, True, True]
+    assert step(1, 1, 1) == [False, True, True]
     assert [r.finished for r in rows] == [None, CANCELLED, CANCELLED]
     assert rows[1].text == "a" and rows[1].count == 1  # the cancelled step's token is not taken
     assert leave.done and not keep.done and rows[0].text == "ab"
 
 
-def test_the_driver_hands_each_token_the_projection_of_the_pass_that_chose_it():
+def test_a_metered_row_keeps_each_tokens_value_whole_characters_merged():
     from steering.meter import RowMeter
 
     loaded = loaded_with(["a", "b", "é".encode()[:1], "é".encode()[1:]])
@@ -446,14 +449,12 @@ def test_the_driver_hands_each_token_the_projection_of_the_pass_that_chose_it():
     plain = RowState(PreparedPrompt([1]), None, GenerationSettings(max_new_tokens=9), (), 0)
     for row in (metered, plain):
         row.start(loaded)
-    asked = []
-    meter = SimpleNamespace(read=lambda passes: asked.append(passes) or [10.0 * passes, math.nan])
-    driver = RowDriver([ticket_of(loaded, metered, plain)], {7}, meter)
-    for token in (0, 2, 3, 1):
-        driver(torch.tensor([[token], [token]]), None)
-    assert asked == [1, 2, 3, 4]  # the k-th step reads the k-th forward pass (the prompt's is the first)
+    ticket = ticket_of(loaded, metered, plain)
+    step = stepper([ticket], {7})
+    for k, token in enumerate((0, 2, 3, 1), start=1):
+        step(token, token, values=[10.0 * k, math.nan])
     assert metered.pieces == [("a", 10.0), ("é", 25.0), ("b", 40.0)] and plain.pieces is None
-    assert ticket_of(loaded, metered, plain)._snapshot().pieces == [metered.pieces, None]
+    assert ticket._snapshot().pieces == [metered.pieces, None]
 
 
 # --------------------------------------------------------------------------------------------- run_batch
@@ -506,7 +507,7 @@ def test_run_batch_fails_every_ticket_when_generate_raises(tiny_qwen2, monkeypat
     def broken(*args, **kwargs):
         raise next(errors)
 
-    monkeypatch.setattr(tiny_qwen2.model, "generate", broken)
+    monkeypatch.setattr(tiny_qwen2.model, "forward", broken)
     tickets = [
         prepare(tiny_qwen2, [Row(CONVERSATIONS[0], Steering(vector, "1", 2.0), greedy(4))]),
         prepare(tiny_qwen2, [Row(CONVERSATIONS[1], None, greedy(4))] * 2),

@@ -187,7 +187,7 @@ def test_async_reader(tiny_qwen2, scheduler):
 
 
 def test_a_failed_generation_reaches_every_caller_and_the_worker_goes_on(tiny_qwen2, scheduler, monkeypatch):
-    real = tiny_qwen2.model.generate
+    real = tiny_qwen2.model.forward
     calls = []
 
     def flaky(*args, **kwargs):
@@ -196,7 +196,7 @@ def test_a_failed_generation_reaches_every_caller_and_the_worker_goes_on(tiny_qw
             raise RuntimeError("out of memory (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tiny_qwen2.model, "generate", flaky)
+    monkeypatch.setattr(tiny_qwen2.model, "forward", flaky)
     first = scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[0], None, greedy(4))])
     with pytest.raises(RuntimeError, match="simulated"):
         first.result(timeout=WAIT)
@@ -274,19 +274,17 @@ def test_metered_and_unmetered_callers_share_a_batch(tiny_qwen2, vectors, schedu
     assert hooks_left(tiny_qwen2.model) == 0
 
 
-def test_a_batch_never_runs_past_the_context(tiny_qwen2):
-    """A long prompt with a short reply and a short prompt with a long reply fit alone, not together (512 tokens)."""
-    scheduler = Scheduler(max_batch_rows=8, max_queue=8, gather_seconds=0.0)
+def test_rows_of_any_lengths_share_a_batch_and_each_gets_its_solo_reply(tiny_qwen2):
+    """A long prompt with a short reply and a short prompt with a long reply together pass the 512-token context as
+    one padded block; each row ends on its own, so they share the batch and neither runs past its own length."""
+    scheduler = Scheduler(max_batch_rows=8, max_queue=8, gather_seconds=0.05)
     try:
         long_prompt = [{"role": "user", "content": "word " * 380}]
-        running = scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[1], None, greedy(300))])
-        next(iter(running.updates(timeout=WAIT)))  # the worker is busy: the next two wait together
-        a = scheduler.submit(tiny_qwen2, [Row(long_prompt, None, greedy(8))])
-        b = scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[0], None, greedy(200))])
-        running.cancel()
-        assert a.result(timeout=WAIT).finished[0] in ("stop", "length")
-        assert b.result(timeout=WAIT).finished[0] in ("stop", "length")
-        assert a.prompt_tokens[0] + 200 > tiny_qwen2.context_length
-        assert list(scheduler.stats.recent_batches)[-2:] == [1, 1]  # two batches, not one
+        rows = [Row(long_prompt, None, greedy(8)), Row(CONVERSATIONS[0], None, greedy(200))]
+        tickets = [scheduler.submit(tiny_qwen2, [row]) for row in rows]
+        results = [t.result(timeout=WAIT) for t in tickets]
+        assert tickets[0].prompt_tokens[0] + 200 > tiny_qwen2.context_length
+        assert [r.texts[0] for r in results] == [solo(tiny_qwen2, row) for row in rows]
+        assert scheduler.stats.batches == 1 and scheduler.stats.largest_batch == 2
     finally:
         scheduler.close()
