@@ -11,7 +11,7 @@ one after another; all sessions of a level start together.
           steered columns, 2 rows per request, each a fresh session (prompts do not grow)
     v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request
 
-Greedy; every reply is forced to exactly `tokens` new tokens (the model's min_new_tokens), so tokens/s counts rows ×
+Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
 tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
 streamed text. Every chat runs in the app's scheduler: requests waiting together share one batched generation.
 """
@@ -99,6 +99,18 @@ def api_chat(client, prompt: str, tokens: int) -> float | None:
     return first
 
 
+def force_length(scheduler, tokens: int) -> None:
+    """Every row the app submits runs exactly `tokens` new tokens (its min_new_tokens; the page sends none)."""
+    import dataclasses
+
+    submit = scheduler.submit
+
+    def forced(loaded, rows):
+        return submit(loaded, [dataclasses.replace(row, min_new_tokens=tokens) for row in rows])
+
+    scheduler.submit = forced
+
+
 def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
     """`sessions` threads released together, each sending `requests` calls one after another."""
     latencies: list[float] = []
@@ -153,7 +165,7 @@ def main() -> None:
 
     vector_path = str(app.CATALOG.folder / VECTOR)
     loaded = app.HOLDER.get()
-    loaded.model.generation_config.min_new_tokens = args.tokens  # same length every row
+    force_length(app.SCHEDULER, args.tokens)
     app.demo.queue(default_concurrency_limit=1).launch(
         prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
     )
@@ -175,7 +187,7 @@ def main() -> None:
         )
         header = (
             f"{'path':>4} {'sessions':>8} {'requests':>8} {'p50 s':>7} {'p95 s':>7} {'ttft50':>7} {'ttft95':>7} "
-            f"{'req/s':>6} {'tok/s':>7} {'rows/batch':>10}"
+            f"{'req/s':>6} {'tok/s':>7} {'rows/step':>9}"
         )
         print(header)
         print("-" * len(header))
@@ -183,15 +195,15 @@ def main() -> None:
             rows, call = calls[path]
             for n in levels:
                 stats = app.SCHEDULER.stats
-                batches, batch_rows = stats.batches, stats.rows
+                steps, row_steps = stats.steps, stats.row_steps
                 level = run_level(n, args.requests, call, lambda w, r: prompts[(w * args.requests + r) % len(prompts)])
                 lat, firsts, errors, wall = level["latencies"], level["firsts"], level["errors"], level["wall"]
                 done = len(lat)
-                mean_batch = (stats.rows - batch_rows) / max(1, stats.batches - batches)
+                rows_per_step = (stats.row_steps - row_steps) / max(1, stats.steps - steps)
                 print(
                     f"{path:>4} {n:>8} {done:>8} {percentile(lat, 50):>7.2f} {percentile(lat, 95):>7.2f} "
                     f"{percentile(firsts, 50):>7.2f} {percentile(firsts, 95):>7.2f} {done / wall:>6.2f} "
-                    f"{done * rows * args.tokens / wall:>7.1f} {mean_batch:>10.1f}"
+                    f"{done * rows * args.tokens / wall:>7.1f} {rows_per_step:>9.1f}"
                     + (f"   {len(errors)} errors: {errors[0]!r}" if errors else ""),
                     flush=True,
                 )

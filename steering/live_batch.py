@@ -5,7 +5,7 @@ forward pass over every live row's last token (its KV cache, left-padded mask an
 RowLogits picks each row's token and `advance` hands it over. New rows are prefilled in a pass of their own (left-
 padded among themselves, as generate does), and their cache is joined to the live one: the shorter side is padded
 on the left with masked positions, so every row keeps its own positions and sees only its own tokens. Rows that end
-(or are cancelled) leave at once: their cache rows are dropped, and columns that only they used are trimmed.
+(or are cancelled) leave at once: their cache rows are dropped, and so are the columns that only they used.
 
 A greedy row thus gives its solo `generate` reply whenever it joins and whatever shares its batch (the extra
 masked positions add exact zeros to attention; tests/test_live_batch.py checks it token for token). Joining needs a
@@ -18,7 +18,6 @@ bound to the worker's thread, and removed before a batch that empties publishes 
 
 from __future__ import annotations
 
-import inspect
 import time
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
@@ -26,14 +25,14 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .generate import batch_inputs
 from .meter import meter_rows
 from .models import LoadedModel
+from .prefill import forward, prefill
 from .row_decode import CANCELLED, RowLogits, RowState, advance, publish
 from .row_steer import row_steer
 
 if TYPE_CHECKING:
-    from .scheduler import Ticket
+    from .ticket import Ticket
 
 
 def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
@@ -59,7 +58,6 @@ class LiveBatch:
         self._hooks = ExitStack()
         self._meter = None
         self._hook_passes = 0
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(loaded.model.forward).parameters
 
     @property
     def tickets(self) -> list[Ticket]:
@@ -87,18 +85,10 @@ class LiveBatch:
         try:
             for _, row in rows:
                 row.start(self.loaded)
-            inputs = batch_inputs(self.loaded, [r.prompt for _, r in rows])
-            mask = inputs["attention_mask"]
-            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-            self._hooks.close()  # the live rows' hooks must not see the new rows' pass
+            self._hooks.close()  # the live rows' hooks must not see the new rows' passes
             states = [r for _, r in rows]
-            with (
-                row_steer(self.loaded, [r.plan for r in states]),
-                meter_rows(self.loaded, [r.meter for r in states]) as meter,
-            ):
-                out = self._forward(inputs["input_ids"], mask, positions, None)
-                values = meter.read(1) if meter is not None else [None] * len(rows)
-            tokens = RowLogits(states, self.stop_ids).choose(out.logits[:, -1].float())
+            cache, mask, positions, logits, values = prefill(self.loaded, states)
+            tokens = RowLogits(states, self.stop_ids).choose(logits)
         except BaseException as exc:  # noqa: BLE001 - these callers hear it; the live rows go on
             self._fail(tickets, exc)
             self._rehook()
@@ -107,9 +97,8 @@ class LiveBatch:
             return
         for _, row in rows:
             row.passes += 1
-        self._join(
-            out.past_key_values, mask, positions[:, -1:] + 1, torch.tensor([[t] for t in tokens], device=mask.device)
-        )
+        next_ids = torch.tensor([[t] for t in tokens], device=mask.device)
+        self._join(cache, mask, positions[:, -1:] + 1, next_ids)
         self.rows.extend(rows)
         advance(rows, tokens, values, set(self.stop_ids))
         self._finish(tickets, joined=True)
@@ -156,10 +145,7 @@ class LiveBatch:
     # ---------------------------------------------------------------- parts
 
     def _forward(self, input_ids, mask, positions, cache):
-        kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        return self.loaded.model(**kwargs, use_cache=True)
+        return forward(self.loaded, input_ids, mask, positions, cache)
 
     def _join(self, cache, mask, positions, next_ids) -> None:
         """Add prefilled rows (their cache, mask, next positions and first tokens) to the live ones."""
@@ -194,11 +180,12 @@ class LiveBatch:
         self.rows = [self.rows[i] for i in keep]
         self.cache.batch_select_indices(index)
         self.mask, self.positions, self.next_ids = self.mask[index], self.positions[index], self.next_ids[index]
-        first = int(self.mask.any(dim=0).int().argmax())  # columns before it are padding in every row left
-        if first and self.joinable():
+        used = self.mask.any(dim=0)  # columns that are padding in every row left go
+        if not bool(used.all()) and self.joinable():
+            columns = used.nonzero().flatten()
             for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
-            self.mask = self.mask[:, first:]
+                layer.keys, layer.values = layer.keys[..., columns, :], layer.values[..., columns, :]
+            self.mask = self.mask[:, columns]
 
     def _rehook(self) -> None:
         """The per-row steering and meter hooks for the rows now live (each row's passes so far)."""

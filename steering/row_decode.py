@@ -32,7 +32,7 @@ from .models import LoadedModel
 from .row_steer import RowPlan
 
 if TYPE_CHECKING:
-    from .scheduler import Ticket
+    from .ticket import Ticket
 
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"  # why a row ended (OpenAI's finish_reason for the first two)
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 8, 200

@@ -79,10 +79,10 @@ def test_rows_leave_the_step_they_end_and_padding_only_they_used_goes(tiny_qwen2
     )
     batch = LiveBatch(tiny_qwen2)
     batch.admit([short, long])
-    assert len(batch.rows) == 2 and batch.mask.shape[1] == short.prompt_tokens[0]
+    assert len(batch.rows) == 2 and batch.mask.sum(dim=1).tolist() == short.prompt_tokens + long.prompt_tokens
     batch.step()
     assert short.done and len(batch.rows) == 1
-    # the long prompt's columns are gone: the row left has no padding
+    # the long prompt's columns are gone: the row left has no padding (its shared system prompt start included)
     assert bool(batch.mask.all()) and batch.mask.shape[1] == long.prompt_tokens[0] + 1
     assert batch.cache.get_seq_length() == batch.mask.shape[1]
     while batch.rows:

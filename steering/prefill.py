@@ -1,0 +1,122 @@
+"""Prefill: the prompt passes of rows joining a live batch, with a shared prompt start computed once.
+
+Rows of one admission often begin alike: every templated conversation opens with the same system prompt, and the
+app's plain and steered columns carry the same conversation. Rows whose prompts are pushed alike (`prompt_key`: no
+push on the prompt, or the same vector, layers, strength and mode on every position) and begin with the same
+tokens share one pass over that common start; then one pass over every row's own rest reads the shared start from
+the cache. Attention is causal and each push acts position by position, so the shared start's keys and values are
+what each row's own pass would compute. Rows with nothing to share (a prefix under MIN_SHARED tokens, or alone in
+their group) run their whole prompt in the second pass.
+
+The second pass's mask may thus hold padding in the middle (shared start, padding, own rest): positions come from
+the mask, as generate computes them for left padding, and masked positions add exact zeros to attention.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from .meter import meter_rows
+from .models import LoadedModel
+from .row_steer import RowPlan, row_steer
+
+if TYPE_CHECKING:
+    from .row_decode import RowState
+
+MIN_SHARED = 8  # tokens: a shorter common start is not worth a pass of its own
+
+
+def forward(loaded: LoadedModel, input_ids, mask, positions, cache):
+    """One forward pass with the KV cache, keeping only the last position's logits (as generate does)."""
+    kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+    if "logits_to_keep" in inspect.signature(loaded.model.forward).parameters:  # microseconds beside the pass
+        kwargs["logits_to_keep"] = 1  # not the whole prompt's logits: only the last position chooses a token
+    return loaded.model(**kwargs, use_cache=True)
+
+
+def prompt_key(plan: RowPlan | None):
+    """Rows with equal keys push their prompts identically. `generated` and `last` leave every prompt position but
+    the last unpushed, like a plain row; `all` pushes each position by its vector, layers, strength and mode."""
+    if plan is None or plan.apply_to != "all":
+        return None
+    pushes = tuple(
+        (layer, p.step, p.base, p.span, hash(p.unit.detach().cpu().numpy().tobytes()))
+        for layer, p in sorted(plan.pushes.items())
+    )
+    return plan.strength, plan.mode, pushes
+
+
+def shared_starts(rows: Sequence[RowState]) -> list[tuple[list[int], int]]:
+    """The groups that share a start: (their row indices, the shared length), each at least MIN_SHARED tokens and
+    leaving every row at least one token of its own."""
+    groups: dict = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[prompt_key(row.plan)].append(i)
+    shared = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        prompts = [rows[i].prompt.input_ids for i in members]
+        length = min(len(p) for p in prompts) - 1
+        for k in range(length):
+            if any(p[k] != prompts[0][k] for p in prompts):
+                length = k
+                break
+        if length >= MIN_SHARED:
+            shared.append((members, length))
+    return shared
+
+
+def _left_padded(loaded: LoadedModel, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    pad = loaded.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in seqs], device=loaded.device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=loaded.device)
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Each real token's position (as generate derives it from the mask); 0 under padding."""
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def _shared_pass(loaded: LoadedModel, rows: Sequence[RowState], shared):
+    """The shared starts in one pass (one row per group, pushed as its group's prompts are), spread to every row:
+    returns (cache, mask, own start) per row; rows outside a group get masked zeros and start at 0."""
+    starts = [rows[members[0]].prompt.input_ids[:length] for members, length in shared]
+    plans = [rows[members[0]].plan if prompt_key(rows[members[0]].plan) is not None else None for members, _ in shared]
+    ids, mask = _left_padded(loaded, starts)
+    with row_steer(loaded, plans):
+        cache = forward(loaded, ids, mask, _positions(mask), None).past_key_values
+    source = [len(shared)] * len(rows)  # the extra all-masked row
+    own = [0] * len(rows)
+    for g, (members, length) in enumerate(shared):
+        for i in members:
+            source[i], own[i] = g, length
+    index = torch.tensor(source, device=mask.device)
+    for layer in cache.layers:
+        layer.keys = torch.cat([layer.keys, torch.zeros_like(layer.keys[:1])])[index]
+        layer.values = torch.cat([layer.values, torch.zeros_like(layer.values[:1])])[index]
+    mask = torch.cat([mask, torch.zeros_like(mask[:1])])[index]
+    return cache, mask, own
+
+
+def prefill(loaded: LoadedModel, rows: Sequence[RowState]):
+    """The prompt passes of `rows` (started RowStates) under their steering, metered rows recorded. Returns the
+    cache, the mask [rows, width], each position [rows, width], the last position's float logits [rows, vocab] and
+    each row's meter value for its first token."""
+    shared = shared_starts(rows)
+    cache, start_mask, own = _shared_pass(loaded, rows, shared) if shared else (None, None, [0] * len(rows))
+    ids, rest_mask = _left_padded(loaded, [row.prompt.input_ids[k:] for row, k in zip(rows, own)])
+    mask = rest_mask if start_mask is None else torch.cat([start_mask, rest_mask], dim=1)
+    positions = _positions(mask)
+    rest_positions = positions[:, -ids.shape[1] :]
+    with row_steer(loaded, [r.plan for r in rows]), meter_rows(loaded, [r.meter for r in rows]) as meter:
+        out = forward(loaded, ids, mask, rest_positions, cache)
+        values = meter.read(1) if meter is not None else [None] * len(rows)
+    return out.past_key_values, mask, positions, out.logits[:, -1].float(), values

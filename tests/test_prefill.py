@@ -1,0 +1,119 @@
+"""Prefill (steering/prefill.py): rows pushed alike on their prompts share one pass over their common start; the
+first tokens' logits, the meter and every greedy reply are what each row gets on its own."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steering.generate import GenerationSettings
+from steering.meter import default_meter_layer
+from steering.prefill import MIN_SHARED, prefill, prompt_key, shared_starts
+from steering.row_decode import run_batch
+from steering.scheduler import Row, Scheduler
+from steering.steer import Steering
+from tests.helpers import hooks_left
+from tests.test_row_steer import CONVERSATIONS, clamp_vector
+from tests.test_scheduler import solo
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return clamp_vector(64, [0, 1, 2, 3], 1, -1.0, 2.0), clamp_vector(64, [0, 1, 2, 3], 2, 0.5, 3.0)
+
+
+def greedy(tokens: int = 10, penalty: float = 1.0) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=tokens, repetition_penalty=penalty)
+
+
+def states(loaded, rows: list[Row]):
+    ticket = Scheduler(max_batch_rows=32).prepare(loaded, rows)
+    for row in ticket._rows:
+        row.start(loaded)
+    return ticket._rows
+
+
+def test_prompt_keys_group_rows_pushed_alike_on_their_prompts(tiny_qwen2, vectors):
+    a, b = vectors
+    key = lambda steering: prompt_key(states(tiny_qwen2, [Row(CONVERSATIONS[0], steering)])[0].plan)  # noqa: E731
+    assert key(None) is None
+    assert key(Steering(a, "1-2", 3.0, apply_to="generated")) is None  # the prompt is not pushed: as plain
+    assert key(Steering(a, "1-2", 3.0, apply_to="last")) is None  # only its last position, never shared
+    same = key(Steering(a, "1-2", 3.0))
+    assert same is not None and same == key(Steering(a, "1-2", 3.0, half_life=4.0))  # decay starts after the prompt
+    for other in (
+        Steering(a, "1-2", 2.0),
+        Steering(a, "1-3", 3.0),
+        Steering(b, "1-2", 3.0),
+        Steering(a, "1-2", 3.0, "raw"),
+        Steering(a, "1-2", 3.0, mode="clamp"),
+    ):
+        assert key(other) != same, other
+
+
+def test_shared_starts_need_two_rows_enough_tokens_and_leave_each_row_its_own(tiny_qwen2, vectors):
+    a, _ = vectors
+    rows = states(
+        tiny_qwen2,
+        [
+            Row(CONVERSATIONS[0]),
+            Row(CONVERSATIONS[0], Steering(a, "1-2", 3.0, apply_to="generated")),  # the same prompt, unpushed
+            Row(CONVERSATIONS[2]),
+            Row(CONVERSATIONS[1], Steering(a, "1-2", 3.0)),  # alone in its group
+        ],
+    )
+    [(members, length)] = shared_starts(rows)
+    assert members == [0, 1, 2]
+    first, third = rows[0].prompt.input_ids, rows[2].prompt.input_ids
+    common = next(k for k in range(len(first)) if first[k] != third[k])
+    assert length == common >= MIN_SHARED  # the system prompt and the user turn's opening
+    twins = states(tiny_qwen2, [Row(CONVERSATIONS[0]), Row(CONVERSATIONS[0])])
+    assert shared_starts(twins) == [([0, 1], len(twins[0].prompt.input_ids) - 1)]  # one token left to each
+
+
+def test_shared_prefill_gives_each_row_its_own_first_logits_and_meter(tiny_qwen2, vectors):
+    a, _ = vectors
+    steering = Steering(a, "1-2", 3.0)
+    layer = default_meter_layer(steering, tiny_qwen2.num_layers)
+    rows = [
+        Row(CONVERSATIONS[3], steering, meter_layer=layer),
+        Row(CONVERSATIONS[5], steering, meter_layer=layer),
+        Row(CONVERSATIONS[6], None),
+        Row(CONVERSATIONS[1], Steering(a, "0-3", 2.0, "raw", "last")),
+        Row(CONVERSATIONS[2], None),
+    ]
+    together = states(tiny_qwen2, rows)
+    assert len(shared_starts(together)) == 2
+    _, mask, positions, logits, values = prefill(tiny_qwen2, together)
+    assert mask.sum(dim=1).tolist() == [len(r.prompt.input_ids) for r in together]
+    for i, row in enumerate(rows):
+        alone = states(tiny_qwen2, [row])
+        _, _, own_positions, own_logits, own_values = prefill(tiny_qwen2, alone)
+        torch.testing.assert_close(logits[i], own_logits[0], rtol=1e-4, atol=1e-4)
+        assert logits[i].argmax() == own_logits[0].argmax()
+        assert positions[i, -1] == own_positions[0, -1]
+        if row.meter_layer is not None:
+            assert math.isclose(values[i], own_values[0], rel_tol=1e-4, abs_tol=1e-4)
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
+def test_rows_that_share_a_start_get_their_solo_greedy_reply(tiny_qwen2, vectors):
+    a, b = vectors
+    prepare = Scheduler(max_batch_rows=32).prepare
+    pushed = Steering(b, "0,3", -2.0, "raw", mode="norm_preserving")
+    requests = [
+        [Row(CONVERSATIONS[i], None, greedy(12)), Row(CONVERSATIONS[i], Steering(a, "1-2", 3.0), greedy(12))]
+        for i in (0, 2, 3)
+    ] + [
+        [Row(CONVERSATIONS[1], pushed, greedy(9, 1.3)), Row(CONVERSATIONS[5], pushed, greedy(14))],
+        [Row(CONVERSATIONS[6], Steering(a, "0-3", 6.0, "raw", "last", half_life=2.0), greedy(11))],
+        [Row(CONVERSATIONS[4], Steering(a, "3", 2.0, apply_to="generated"), greedy(9, 1.2))],
+    ]
+    tickets = [prepare(tiny_qwen2, r) for r in requests]
+    assert len(shared_starts([row for t in tickets for row in t._rows])) == 3
+    run_batch(tiny_qwen2, tickets)
+    for ticket, request in zip(tickets, requests):
+        assert ticket.result(timeout=0).texts == [solo(tiny_qwen2, row) for row in request], request
+    assert hooks_left(tiny_qwen2.model) == 0
