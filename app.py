@@ -81,7 +81,7 @@ CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or Path(__file__).
 atexit.register(lambda: CATALOG.close())  # upload and extraction folders still held at exit
 # Every chat, from the page and from the OpenAI-compatible API at /v1 (API, served beside the page), runs in
 # SCHEDULER's batched generations on one worker thread. main() sets API's key.
-# gather a 50 ms quiet gap (≤ 0.3 s): a page's next turn, tens of ms behind its reply, joins the next batch
+# an idle worker gathers a 50 ms quiet gap (≤ 0.3 s) so a burst is prefilled together; later arrivals join mid-flight
 SCHEDULER = Scheduler(max_batch_rows=32, max_queue=64, gather_seconds=0.05, max_gather_seconds=0.3)
 API = OpenAIApi(HOLDER.get, CATALOG.folder, SCHEDULER)
 # What visitors may do to the shared server: until main() reads the command line (and when something else launches

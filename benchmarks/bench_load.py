@@ -1,11 +1,12 @@
 """Load on the app: latency, time to first token and throughput with 1, 4, 8 and 16 concurrent sessions, through the
 page's chat endpoint and through the OpenAI-compatible API, in one run.
 
-    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--tokens 32] [--threads 1]
+    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--tokens 32] [--threads N]
 
-The app is launched in-process on a free 127.0.0.1 port with the bundled model and the shipped English vector
-(/v1 is served beside the page, as `python app.py` does). Each session is a thread that sends `requests` requests
-one after another; all sessions of a level start together.
+The app runs as `python app.py` does, in a process of its own (benchmarks/load_server.py) on a free 127.0.0.1 port,
+with the bundled model, the shipped English vector and /v1 beside the page; the clients are threads of this
+process, as they would be elsewhere in real use. Each session sends `requests` requests one after another; all
+sessions of a level start together.
 
     page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what the page and gradio_client use): plain +
           steered columns, 2 rows per request, each a fresh session (prompts do not grow)
@@ -13,7 +14,10 @@ one after another; all sessions of a level start together.
 
 Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
 tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
-streamed text. Every chat runs in the app's scheduler: requests waiting together share one batched generation.
+streamed text. Every chat runs in the app's scheduler's live batch: rows/step is how many rows its decoding steps
+held on average, admits how many prefill passes brought requests in, joins how many of those joined a batch
+already running. After each path, every prompt sent with others is sent again alone, and the replies are compared
+(greedy replies must be identical).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +38,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LAYERS, STRENGTH = "12-16", 2.0
+COUNTERS = ("steps", "row_steps", "admits", "joins")
 VECTOR = "smollm2-135m-instruct_gal_en.pt"
 
 
@@ -57,14 +63,15 @@ def text_of(message: dict) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
-def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> float | None:
-    """One Chat-tab request over gradio's call API; returns the seconds to the first update with reply text."""
+def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> tuple[float | None, list[str]]:
+    """One Chat-tab request over gradio's call API; returns the seconds to the first update with reply text, and
+    the two replies (plain, steered)."""
     data = [prompt, vector_path, LAYERS, STRENGTH, "calibrated", "all", tokens, 0.0, 0, 1.0, "add", 0, "en", False]
     t0 = time.perf_counter()
     response = http.post(f"{url}/gradio_api/call/chat", json={"data": data})
     response.raise_for_status()
     event_id = response.json()["event_id"]
-    first, event = None, None
+    first, event, replies = None, None, []
     with http.stream("GET", f"{url}/gradio_api/call/chat/{event_id}") as stream:
         for line in stream.iter_lines():
             if line.startswith("event: "):
@@ -72,19 +79,20 @@ def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> flo
             elif line.startswith("data: "):
                 if event == "error":
                     raise RuntimeError(f"/chat failed: {line}")
-                if event == "generating" and first is None:
-                    plain, steered = json.loads(line[len("data: ") :])[:2]
-                    if any(m and text_of(m[-1]) not in ("", "…") for m in (plain, steered)):
-                        first = time.perf_counter() - t0
+                if event in ("generating", "complete"):
+                    columns = json.loads(line[len("data: ") :])[:2]
+                    replies = [text_of(m[-1]) if m else "" for m in columns]
+                if event == "generating" and first is None and any(r not in ("", "…") for r in replies):
+                    first = time.perf_counter() - t0
                 if event == "complete":
                     break
-    return first
+    return first, replies
 
 
-def api_chat(client, prompt: str, tokens: int) -> float | None:
-    """One streamed, steered /v1 request; returns the seconds to the first content chunk."""
+def api_chat(client, prompt: str, tokens: int) -> tuple[float | None, list[str]]:
+    """One streamed, steered /v1 request; returns the seconds to the first content chunk, and the reply."""
     t0 = time.perf_counter()
-    first = None
+    first, text = None, ""
     stream = client.chat.completions.create(
         model="bundled",
         messages=[{"role": "user", "content": prompt}],
@@ -94,27 +102,33 @@ def api_chat(client, prompt: str, tokens: int) -> float | None:
         extra_body={"steering": {"vector": VECTOR, "layers": LAYERS, "strength": STRENGTH}, "min_tokens": tokens},
     )
     for chunk in stream:
-        if first is None and any(c.delta.content for c in chunk.choices):
+        content = "".join(c.delta.content or "" for c in chunk.choices)
+        if first is None and content:
             first = time.perf_counter() - t0
-    return first
+        text += content
+    return first, [text]
 
 
-def force_length(scheduler, tokens: int) -> None:
-    """Every row the app submits runs exactly `tokens` new tokens (its min_new_tokens; the page sends none)."""
-    import dataclasses
-
-    submit = scheduler.submit
-
-    def forced(loaded, rows):
-        return submit(loaded, [dataclasses.replace(row, min_new_tokens=tokens) for row in rows])
-
-    scheduler.submit = forced
+def wait_for(http, url: str, server, seconds: float = 300) -> None:
+    """Until the server answers `url` (it loads the model first); its exit is an error."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}")
+        try:
+            if http.get(url).status_code == 200:
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server did not answer {url} in {seconds} s")
 
 
 def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
     """`sessions` threads released together, each sending `requests` calls one after another."""
     latencies: list[float] = []
     firsts: list[float] = []
+    replies: dict[str, list[str]] = {}
     errors: list[BaseException] = []
     lock, start = threading.Lock(), threading.Barrier(sessions + 1)
 
@@ -122,13 +136,15 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
         start.wait()
         for r in range(requests):
             t0 = time.perf_counter()
+            prompt = prompt_for(w, r)
             try:
-                first = call(prompt_for(w, r))
+                first, texts = call(prompt)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(exc)
                 continue
             with lock:
+                replies[prompt] = texts
                 latencies.append(time.perf_counter() - t0)
                 if first is not None:
                     firsts.append(first)
@@ -140,7 +156,22 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return {"latencies": latencies, "firsts": firsts, "errors": errors, "wall": time.perf_counter() - t0}
+    wall = time.perf_counter() - t0
+    return {"latencies": latencies, "firsts": firsts, "errors": errors, "wall": wall, "replies": replies}
+
+
+def print_level(path: str, sessions: int, rows: int, tokens: int, level: dict, counted: dict) -> None:
+    """One table line: latency and TTFT percentiles, throughput, and what the scheduler did meanwhile."""
+    lat, firsts, errors, wall = level["latencies"], level["firsts"], level["errors"], level["wall"]
+    steps, row_steps, admits, joins = (counted[k] for k in COUNTERS)
+    done = len(lat)
+    print(
+        f"{path:>4} {sessions:>8} {done:>8} {percentile(lat, 50):>7.2f} {percentile(lat, 95):>7.2f} "
+        f"{percentile(firsts, 50):>7.2f} {percentile(firsts, 95):>7.2f} {done / wall:>6.2f} "
+        f"{done * rows * tokens / wall:>7.1f} {row_steps / max(1, steps):>9.1f} {admits:>6} {joins:>6}"
+        + (f"   {len(errors)} errors: {errors[0]!r}" if errors else ""),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -148,30 +179,28 @@ def main() -> None:
     parser.add_argument("--sessions", default="1,4,8,16", help="comma-separated concurrency levels")
     parser.add_argument("--requests", type=int, default=3, help="requests per concurrent session")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per row (forced length)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the box has 2 shared cores)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (default: torch's own, as `python app.py` runs)"
+    )
     parser.add_argument("--paths", default="page,v1", help="which endpoints: page, v1 or both")
     args = parser.parse_args()
     levels = [int(n) for n in args.sessions.split(",")]
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     import httpx
     import openai
 
-    import app
     from steering.data import load_prompts
 
-    vector_path = str(app.CATALOG.folder / VECTOR)
-    loaded = app.HOLDER.get()
-    force_length(app.SCHEDULER, args.tokens)
-    app.demo.queue(default_concurrency_limit=1).launch(
-        prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
-    )
-    url = app.demo.local_url.rstrip("/")
-    prompts = load_prompts("en")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "benchmarks.load_server", "--port", str(port), "--tokens", str(args.tokens)]
+    server = subprocess.Popen(command + (["--threads", str(args.threads)] if args.threads else []), cwd=ROOT)
     http = httpx.Client(timeout=600)
+    wait_for(http, f"{url}/v1/models", server)
+    info = http.get(f"{url}/v1/bench/stats").json()
+    vector_path = str(Path(os.environ.get("STEERING_VECTOR_DIR") or ROOT / "vectors") / VECTOR)
+    prompts = load_prompts("en")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
     calls = {
         "page": (2, lambda prompt: page_chat(http, url, vector_path, prompt, args.tokens)),
@@ -181,35 +210,35 @@ def main() -> None:
         for path in paths:  # warm-up: first forward passes, the server's first events
             calls[path][1](prompts[0])
         print(
-            f"bundled model ({loaded.name}), greedy, {args.tokens} new tokens per row, torch threads "
-            f"{torch.get_num_threads()}, {args.requests} requests per session, {os.cpu_count()} CPUs, scheduler: "
-            f"{app.SCHEDULER.max_batch_rows} rows per batch"
+            f"bundled model ({info['model']}), greedy, {args.tokens} new tokens per row, server torch threads "
+            f"{info['threads']}, {args.requests} requests per session, {os.cpu_count()} CPUs, scheduler: "
+            f"{info['max_batch_rows']} rows at most"
         )
         header = (
             f"{'path':>4} {'sessions':>8} {'requests':>8} {'p50 s':>7} {'p95 s':>7} {'ttft50':>7} {'ttft95':>7} "
-            f"{'req/s':>6} {'tok/s':>7} {'rows/step':>9}"
+            f"{'req/s':>6} {'tok/s':>7} {'rows/step':>9} {'admits':>6} {'joins':>6}"
         )
         print(header)
         print("-" * len(header))
         for path in paths:
             rows, call = calls[path]
+            together: dict[str, list[list[str]]] = {}  # each prompt's replies when sent with others
             for n in levels:
-                stats = app.SCHEDULER.stats
-                steps, row_steps = stats.steps, stats.row_steps
+                before = http.get(f"{url}/v1/bench/stats").json()
                 level = run_level(n, args.requests, call, lambda w, r: prompts[(w * args.requests + r) % len(prompts)])
-                lat, firsts, errors, wall = level["latencies"], level["firsts"], level["errors"], level["wall"]
-                done = len(lat)
-                rows_per_step = (stats.row_steps - row_steps) / max(1, stats.steps - steps)
-                print(
-                    f"{path:>4} {n:>8} {done:>8} {percentile(lat, 50):>7.2f} {percentile(lat, 95):>7.2f} "
-                    f"{percentile(firsts, 50):>7.2f} {percentile(firsts, 95):>7.2f} {done / wall:>6.2f} "
-                    f"{done * rows * args.tokens / wall:>7.1f} {rows_per_step:>9.1f}"
-                    + (f"   {len(errors)} errors: {errors[0]!r}" if errors else ""),
-                    flush=True,
+                after = http.get(f"{url}/v1/bench/stats").json()
+                print_level(
+                    path, n, rows, args.tokens, level, {k: after[k] - before[k] for k in before if k in COUNTERS}
                 )
+                if n > 1:
+                    for prompt, texts in level["replies"].items():
+                        together.setdefault(prompt, []).append(texts)
+            same = [p for p, seen in together.items() if all(texts == call(p)[1] for texts in seen)]
+            print(f"{path}: {len(same)}/{len(together)} prompts' replies identical to the same request sent alone")
     finally:
         http.close()
-        app.demo.close()
+        server.terminate()
+        server.wait(30)
 
 
 if __name__ == "__main__":

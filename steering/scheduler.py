@@ -90,10 +90,11 @@ class SchedulerStats:
 class Scheduler:
     """Queues chat requests from any thread and runs them in batches on one worker thread (started on first use).
 
-    max_batch_rows: rows in one generate call (a request with more is refused); max_queue: requests that may wait
-    (beyond it, SchedulerBusy). Before each batch the worker gathers: it waits until no request has arrived for
-    `gather_seconds`, at most `max_gather_seconds` in all, so a burst of callers (or callers sending their next
-    turn right after a batch) share one batch; a lone request waits `gather_seconds`.
+    max_batch_rows: rows running at once (a request with more is refused; one that does not fit now waits for rows
+    to end); max_queue: requests that may wait (beyond it, SchedulerBusy). Before a batch starts from empty the
+    worker gathers: it waits until no request has arrived for `gather_seconds`, at most `max_gather_seconds` in
+    all, so a burst of callers is prefilled together (sharing their common prompt start, prefill.py); a lone
+    request waits `gather_seconds`. Once a batch runs, waiting requests join it at its next step.
     """
 
     def __init__(

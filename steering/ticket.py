@@ -97,17 +97,23 @@ class Ticket:
         if not self._done:
             self.cancel()
 
-    def updates(self, timeout: float | None = None) -> Iterator[Update]:
+    def updates(self, timeout: float | None = None, min_interval: float = 0.0) -> Iterator[Update]:
         """Each change of this request's rows (from its first token) until all ended; coalesced: a slow reader skips
-        to the latest. Raises what the generation raised; TimeoutError after `timeout` seconds without news.
-        Closing the iterator early cancels the request."""
-        seen = 0  # version 0: nothing generated yet
+        to the latest. With `min_interval`, at most one update per that many seconds (the first token and the end
+        come at once): fewer, larger steps for a reader whose every update is costly, such as a web page. Raises
+        what the generation raised; TimeoutError after `timeout` seconds without news. Closing the iterator early
+        cancels the request."""
+        seen, shown = 0, 0.0  # version 0: nothing generated yet; when the last update was yielded
         try:
             while True:
                 with self._cond:
                     if not self._cond.wait_for(lambda last=seen: self._version != last or self._done, timeout):
                         raise TimeoutError(f"no progress in {timeout} s")
+                    rest = shown + min_interval - time.perf_counter()
+                    if seen and rest > 0:
+                        self._cond.wait_for(lambda: self._done, rest)  # news keeps coming meanwhile
                     seen, update = self._news(seen)
+                shown = time.perf_counter()
                 yield update
                 if update.done:
                     return

@@ -288,3 +288,16 @@ def test_rows_of_any_lengths_share_a_batch_and_each_gets_its_solo_reply(tiny_qwe
         assert scheduler.stats.batches == 1 and scheduler.stats.largest_batch == 2
     finally:
         scheduler.close()
+
+
+def test_a_reader_with_a_minimum_interval_gets_fewer_updates_and_the_same_reply(tiny_qwen2, scheduler):
+    row = Row(CONVERSATIONS[1], None, greedy(40), min_new_tokens=40)
+    every = list(scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT))
+    stamps, throttled = [], []
+    for update in scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT, min_interval=0.05):
+        stamps.append(time.perf_counter())
+        throttled.append(update)
+    assert throttled[-1].texts == every[-1].texts and throttled[-1].done
+    assert len(throttled) <= len(every)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:-1])]  # the end comes at once
+    assert all(gap >= 0.045 for gap in gaps)  # (less a hair: stamped after each yield)

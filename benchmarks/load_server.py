@@ -1,0 +1,61 @@
+"""The app as bench_load measures it: `python app.py` on 127.0.0.1 in a process of its own (its clients are not in
+it), with every row forced to the same length and the scheduler's counters at GET /v1/bench/stats.
+
+    python -m benchmarks.load_server --port 7861 --tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def force_length(scheduler, tokens: int) -> None:
+    """Every row the app submits runs exactly `tokens` new tokens (its min_new_tokens; the page sends none)."""
+    submit = scheduler.submit
+
+    def forced(loaded, rows):
+        return submit(loaded, [dataclasses.replace(row, min_new_tokens=tokens) for row in rows])
+
+    scheduler.submit = forced
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import app
+
+    force_length(app.SCHEDULER, args.tokens)
+
+    def stats() -> dict:
+        s = app.SCHEDULER.stats
+        return {
+            "steps": s.steps,
+            "row_steps": s.row_steps,
+            "admits": s.batches,
+            "joins": s.joined,
+            "model": app.HOLDER.get().name,
+            "threads": torch.get_num_threads(),
+            "max_batch_rows": app.SCHEDULER.max_batch_rows,
+        }
+
+    app.API.router.add_api_route("/bench/stats", stats, methods=["GET"])
+    app.main(["--host", "127.0.0.1", "--port", str(args.port)])
+
+
+if __name__ == "__main__":
+    main()
