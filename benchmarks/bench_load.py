@@ -8,8 +8,9 @@ with the bundled model, the shipped English vector and /v1 beside the page; the 
 process, as they would be elsewhere in real use. Each session sends `requests` requests one after another; all
 sessions of a level start together.
 
-    page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what the page and gradio_client use): plain +
-          steered columns, 2 rows per request, each a fresh session (prompts do not grow)
+    page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what gradio_client uses): plain + steered
+          columns, 2 rows per request; each client session keeps one gradio session, as an open page does, and
+          each request starts a new conversation (prompts do not grow)
     v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request
 
 Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
@@ -63,12 +64,15 @@ def text_of(message: dict) -> str:
     return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
-def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> tuple[float | None, list[str]]:
-    """One Chat-tab request over gradio's call API; returns the seconds to the first update with reply text, and
-    the two replies (plain, steered)."""
+def page_chat(
+    http, url: str, vector_path: str, prompt: str, tokens: int, session: str
+) -> tuple[float | None, list[str]]:
+    """One Chat-tab request over gradio's call API in `session` (a page's session: gradio keeps its state between
+    requests, as it does for an open page); returns the seconds to the first update with reply text, and the two
+    replies (plain, steered)."""
     data = [prompt, vector_path, LAYERS, STRENGTH, "calibrated", "all", tokens, 0.0, 0, 1.0, "add", 0, "en", False]
     t0 = time.perf_counter()
-    response = http.post(f"{url}/gradio_api/call/chat", json={"data": data})
+    response = http.post(f"{url}/gradio_api/call/chat", json={"data": data, "session_hash": session})
     response.raise_for_status()
     event_id = response.json()["event_id"]
     first, event, replies = None, None, []
@@ -89,7 +93,7 @@ def page_chat(http, url: str, vector_path: str, prompt: str, tokens: int) -> tup
     return first, replies
 
 
-def api_chat(client, prompt: str, tokens: int) -> tuple[float | None, list[str]]:
+def api_chat(client, prompt: str, tokens: int, session: str) -> tuple[float | None, list[str]]:
     """One streamed, steered /v1 request; returns the seconds to the first content chunk, and the reply."""
     t0 = time.perf_counter()
     first, text = None, ""
@@ -138,7 +142,7 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
             t0 = time.perf_counter()
             prompt = prompt_for(w, r)
             try:
-                first, texts = call(prompt)
+                first, texts = call(prompt, f"bench-{sessions}-{w}")
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(exc)
@@ -203,12 +207,12 @@ def main() -> None:
     prompts = load_prompts("en")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0, timeout=600)
     calls = {
-        "page": (2, lambda prompt: page_chat(http, url, vector_path, prompt, args.tokens)),
-        "v1": (1, lambda prompt: api_chat(client, prompt, args.tokens)),
+        "page": (2, lambda prompt, session: page_chat(http, url, vector_path, prompt, args.tokens, session)),
+        "v1": (1, lambda prompt, session: api_chat(client, prompt, args.tokens, session)),
     }
     try:
         for path in paths:  # warm-up: first forward passes, the server's first events
-            calls[path][1](prompts[0])
+            calls[path][1](prompts[0], "warm-up")
         print(
             f"bundled model ({info['model']}), greedy, {args.tokens} new tokens per row, server torch threads "
             f"{info['threads']}, {args.requests} requests per session, {os.cpu_count()} CPUs, scheduler: "
@@ -233,7 +237,7 @@ def main() -> None:
                 if n > 1:
                     for prompt, texts in level["replies"].items():
                         together.setdefault(prompt, []).append(texts)
-            same = [p for p, seen in together.items() if all(texts == call(p)[1] for texts in seen)]
+            same = [p for p, seen in together.items() if all(texts == call(p, "alone")[1] for texts in seen)]
             print(f"{path}: {len(same)}/{len(together)} prompts' replies identical to the same request sent alone")
     finally:
         http.close()

@@ -24,9 +24,9 @@ from .judge import ReplyScore, score_reply
 from .messages import Message, Text, localized
 
 SIDES = ("plain", "steered")  # the chat columns, in row order of the batched generate call
-# a page gets at most 10 updates a second (a token or two each): each costs the server a diff, a render and a
-# message, and under load that work competes with the generation for the CPU
-PAGE_UPDATE_SECONDS = 0.1
+# a page gets an update every second token, at most 10 a second: each update costs the server's event loop several
+# milliseconds of CPU (gradio's event, diff and message), which under load competes with the generation
+PAGE_UPDATE_SECONDS, PAGE_UPDATE_TOKENS = 0.1, 2
 # Each column's label: a messages.Message (its English str; `.in_lang("ja")` or column_label for the page's).
 LABELS: dict[str, Message] = {"plain": Text(en="Plain", ja="ふつう")(), "steered": Text(en="Steered", ja="ギャル")()}
 History = dict[str, list[dict]]
@@ -277,7 +277,7 @@ def stream_turn(
             on_notice(ticket.notice)
         yield turn.view(texts, False, lang, ui_lang, meter(None))
         update = None
-        for update in ticket.updates(min_interval=PAGE_UPDATE_SECONDS):
+        for update in ticket.updates(min_interval=PAGE_UPDATE_SECONDS, every=PAGE_UPDATE_TOKENS):
             yield turn.view(update.texts, False, lang, ui_lang, meter(update.pieces))
         texts, pieces = (update.texts, update.pieces) if update is not None else (texts, None)
         yield turn.view(texts, True, lang, ui_lang, meter(pieces))

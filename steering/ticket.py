@@ -97,17 +97,18 @@ class Ticket:
         if not self._done:
             self.cancel()
 
-    def updates(self, timeout: float | None = None, min_interval: float = 0.0) -> Iterator[Update]:
+    def updates(self, timeout: float | None = None, min_interval: float = 0.0, every: int = 1) -> Iterator[Update]:
         """Each change of this request's rows (from its first token) until all ended; coalesced: a slow reader skips
-        to the latest. With `min_interval`, at most one update per that many seconds (the first token and the end
-        come at once): fewer, larger steps for a reader whose every update is costly, such as a web page. Raises
-        what the generation raised; TimeoutError after `timeout` seconds without news. Closing the iterator early
-        cancels the request."""
+        to the latest. A reader whose every update is costly (a web page) can ask for fewer, larger ones: at most
+        one per `min_interval` seconds and per `every` steps (the first token and the end come at once). Raises what
+        the generation raised; TimeoutError after `timeout` seconds without news. Closing the iterator early cancels
+        the request."""
         seen, shown = 0, 0.0  # version 0: nothing generated yet; when the last update was yielded
         try:
             while True:
                 with self._cond:
-                    if not self._cond.wait_for(lambda last=seen: self._version != last or self._done, timeout):
+                    step = 1 if not seen else every  # one version per step the request took part in
+                    if not self._cond.wait_for(lambda: self._version >= seen + step or self._done, timeout):
                         raise TimeoutError(f"no progress in {timeout} s")
                     rest = shown + min_interval - time.perf_counter()
                     if seen and rest > 0:
