@@ -9,16 +9,17 @@ process, as they would be elsewhere in real use. Each session sends `requests` r
 sessions of a level start together.
 
     page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what gradio_client uses): plain + steered
-          columns, 2 rows per request; each client session keeps one gradio session, as an open page does, and
-          each request starts a new conversation (prompts do not grow)
-    v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request
+          columns, 2 rows per request; each client session keeps one gradio session, as an open page does, so
+          its requests are the turns of one conversation (the second and third turns carry the earlier ones)
+    v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request,
+          each a new conversation (prompts do not grow)
 
 Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
 tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
 streamed text. Every chat runs in the app's scheduler's live batch: rows/step is how many rows its decoding steps
 held on average, admits how many prefill passes brought requests in, joins how many of those joined a batch
-already running. After each path, every prompt sent with others is sent again alone, and the replies are compared
-(greedy replies must be identical).
+already running. After each path, every session run with others is replayed alone, request by request in a fresh session, and
+the replies are compared (greedy replies must be identical).
 """
 
 from __future__ import annotations
@@ -129,10 +130,11 @@ def wait_for(http, url: str, server, seconds: float = 300) -> None:
 
 
 def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
-    """`sessions` threads released together, each sending `requests` calls one after another."""
+    """`sessions` threads released together, each sending `requests` calls one after another in its own session;
+    `turns` holds each session's (prompt, replies) in order (None for a failed request)."""
     latencies: list[float] = []
     firsts: list[float] = []
-    replies: dict[str, list[str]] = {}
+    turns: dict[str, list] = {f"bench-{sessions}-{w}": [] for w in range(sessions)}
     errors: list[BaseException] = []
     lock, start = threading.Lock(), threading.Barrier(sessions + 1)
 
@@ -140,15 +142,16 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
         start.wait()
         for r in range(requests):
             t0 = time.perf_counter()
-            prompt = prompt_for(w, r)
+            prompt, session = prompt_for(w, r), f"bench-{sessions}-{w}"
             try:
-                first, texts = call(prompt, f"bench-{sessions}-{w}")
+                first, texts = call(prompt, session)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(exc)
+                    turns[session].append((prompt, None))
                 continue
             with lock:
-                replies[prompt] = texts
+                turns[session].append((prompt, texts))
                 latencies.append(time.perf_counter() - t0)
                 if first is not None:
                     firsts.append(first)
@@ -161,7 +164,18 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"latencies": latencies, "firsts": firsts, "errors": errors, "wall": wall, "replies": replies}
+    return {"latencies": latencies, "firsts": firsts, "errors": errors, "wall": wall, "turns": turns}
+
+
+def replayed_alone(call, turns: dict[str, list]) -> tuple[int, int]:
+    """Each session's requests sent again in order, in a fresh session with nothing else running: how many
+    replies are identical to those it got under load, of how many."""
+    same = total = 0
+    for session, sent in turns.items():
+        for prompt, texts in sent:
+            again = call(prompt, f"alone-{session}")[1]
+            same, total = same + (texts == again), total + 1
+    return same, total
 
 
 def print_level(path: str, sessions: int, rows: int, tokens: int, level: dict, counted: dict) -> None:
@@ -226,7 +240,7 @@ def main() -> None:
         print("-" * len(header))
         for path in paths:
             rows, call = calls[path]
-            together: dict[str, list[list[str]]] = {}  # each prompt's replies when sent with others
+            together: dict[str, list] = {}  # each session's turns when sent with others
             for n in levels:
                 before = http.get(f"{url}/v1/bench/stats").json()
                 level = run_level(n, args.requests, call, lambda w, r: prompts[(w * args.requests + r) % len(prompts)])
@@ -235,10 +249,9 @@ def main() -> None:
                     path, n, rows, args.tokens, level, {k: after[k] - before[k] for k in before if k in COUNTERS}
                 )
                 if n > 1:
-                    for prompt, texts in level["replies"].items():
-                        together.setdefault(prompt, []).append(texts)
-            same = [p for p, seen in together.items() if all(texts == call(p, "alone")[1] for texts in seen)]
-            print(f"{path}: {len(same)}/{len(together)} prompts' replies identical to the same request sent alone")
+                    together.update(level["turns"])
+            same, total = replayed_alone(call, together)
+            print(f"{path}: {same}/{total} replies identical to the same session's requests sent alone")
     finally:
         http.close()
         server.terminate()
