@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .meter import meter_rows
 from .models import LoadedModel
 from .prefill import forward, prefill
+from .prefix_cache import PrefixCache, reusable
 from .row_decode import CANCELLED, RowLogits, RowState, advance, publish
 from .row_steer import row_steer
 
@@ -46,8 +47,9 @@ class LiveBatch:
     """The rows of one running generation and their cache. Not thread-safe: one thread (the scheduler's worker)
     calls `admit` and `step`."""
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, prefix_cache: PrefixCache | None = None):
         self.loaded = loaded
+        self.prefix_cache = prefix_cache.for_model(loaded.model) if prefix_cache is not None else None
         tok = loaded.tokenizer
         self.stop_ids = sorted({tok.eos_token_id, tok.pad_token_id} - {None})
         self.rows: list[tuple[Ticket, RowState]] = []
@@ -87,7 +89,7 @@ class LiveBatch:
                 row.start(self.loaded)
             self._hooks.close()  # the live rows' hooks must not see the new rows' passes
             states = [r for _, r in rows]
-            cache, mask, positions, logits, values = prefill(self.loaded, states)
+            cache, mask, positions, logits, values = prefill(self.loaded, states, self.prefix_cache)
             tokens = RowLogits(states, self.stop_ids).choose(logits)
         except BaseException as exc:  # noqa: BLE001 - these callers hear it; the live rows go on
             self._fail(tickets, exc)
@@ -106,14 +108,17 @@ class LiveBatch:
     @torch.inference_mode()
     def step(self) -> None:
         """One token for every live row (cancelled ones leave first). A failure fails every live ticket."""
+        cancelled = [t for t in self.tickets if t.cancelled]
         for ticket, row in self.rows:
             if ticket.cancelled:
                 row.end(CANCELLED)
-        self._finish(self.tickets)
+        self._finish(cancelled)  # (only they changed: each reader hears once per step)
         if not self.rows:
             return
         tickets = self.tickets
         try:
+            for (_, row), token in zip(self.rows, self.next_ids.flatten().tolist()):
+                row.fed.append(token)
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
             out = self._forward(self.next_ids, self.mask, self.positions, self.cache)
             self._hook_passes += 1
@@ -167,6 +172,8 @@ class LiveBatch:
         """Drop ended rows from the batch, rebuild the hooks when rows joined or left (none when it emptied), then
         publish: a caller told its request is done finds no hook of this batch left on the model."""
         keep = [i for i, (_, row) in enumerate(self.rows) if row.finished is None]
+        if len(keep) < len(self.rows) and self.cache is not None:
+            self._keep_prefixes([i for i in range(len(self.rows)) if i not in keep])
         if len(keep) < len(self.rows) or joined:
             if not keep:
                 self._reset()
@@ -174,6 +181,20 @@ class LiveBatch:
                 self._select(keep)
             self._rehook()
         publish(tickets)
+
+    def _keep_prefixes(self, leaving: list[int]) -> None:
+        """Store the cached tokens of rows that ended (not failed or cancelled) in the prefix cache."""
+        if self.prefix_cache is None or not self.joinable():
+            return
+        for i in leaving:
+            row = self.rows[i][1]
+            if row.finished in (CANCELLED, None):
+                continue
+            key, n = reusable(row)
+            columns = self.mask[i].nonzero().flatten()[:n]
+            keys = [layer.keys[i, :, columns] for layer in self.cache.layers]
+            values = [layer.values[i, :, columns] for layer in self.cache.layers]
+            self.prefix_cache.store(key, row.fed[:n], keys, values)
 
     def _select(self, keep: list[int]) -> None:
         index = torch.tensor(keep, device=self.mask.device)

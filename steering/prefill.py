@@ -23,6 +23,7 @@ import torch
 
 from .meter import meter_rows
 from .models import LoadedModel
+from .prefix_cache import PrefixCache
 from .row_steer import RowPlan, row_steer
 
 if TYPE_CHECKING:
@@ -85,38 +86,83 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
-def _shared_pass(loaded: LoadedModel, rows: Sequence[RowState], shared):
-    """The shared starts in one pass (one row per group, pushed as its group's prompts are), spread to every row:
-    returns (cache, mask, own start) per row; rows outside a group get masked zeros and start at 0."""
+def _shared_pass(loaded: LoadedModel, rows: Sequence[RowState], shared) -> list:
+    """The shared starts in one pass (one row per group, pushed as its group's prompts are): each row's start as
+    per-layer (keys, values) [heads, length, dim], or None for a row outside every group."""
     starts = [rows[members[0]].prompt.input_ids[:length] for members, length in shared]
     plans = [rows[members[0]].plan if prompt_key(rows[members[0]].plan) is not None else None for members, _ in shared]
     ids, mask = _left_padded(loaded, starts)
     with row_steer(loaded, plans):
         cache = forward(loaded, ids, mask, _positions(mask), None).past_key_values
-    source = [len(shared)] * len(rows)  # the extra all-masked row
-    own = [0] * len(rows)
+    out: list = [None] * len(rows)
     for g, (members, length) in enumerate(shared):
+        real = slice(mask.shape[1] - length, None)  # left-padded: the group's tokens are the last `length`
+        keys = [layer.keys[g, :, real] for layer in cache.layers]
+        values = [layer.values[g, :, real] for layer in cache.layers]
         for i in members:
-            source[i], own[i] = g, length
-    index = torch.tensor(source, device=mask.device)
-    for layer in cache.layers:
-        layer.keys = torch.cat([layer.keys, torch.zeros_like(layer.keys[:1])])[index]
-        layer.values = torch.cat([layer.values, torch.zeros_like(layer.values[:1])])[index]
-    mask = torch.cat([mask, torch.zeros_like(mask[:1])])[index]
-    return cache, mask, own
+            out[i] = (keys, values)
+    return out
 
 
-def prefill(loaded: LoadedModel, rows: Sequence[RowState]):
-    """The prompt passes of `rows` (started RowStates) under their steering, metered rows recorded. Returns the
-    cache, the mask [rows, width], each position [rows, width], the last position's float logits [rows, vocab] and
-    each row's meter value for its first token."""
-    shared = shared_starts(rows)
-    cache, start_mask, own = _shared_pass(loaded, rows, shared) if shared else (None, None, [0] * len(rows))
+def _assembled(loaded: LoadedModel, starts: list):
+    """One cache holding each row's start (right-aligned, masked padding before it; nothing for a row without)."""
+    from transformers.cache_utils import DynamicCache
+
+    width = max(s[0][0].shape[1] for s in starts if s is not None)
+    some = next(s for s in starts if s is not None)
+    cache = DynamicCache(config=loaded.model.config)
+    mask = torch.zeros(len(starts), width, dtype=torch.long, device=some[0][0].device)
+    for layer, (k0, v0) in enumerate(zip(*some)):
+        keys = k0.new_zeros(len(starts), k0.shape[0], width, k0.shape[2])
+        values = v0.new_zeros(len(starts), v0.shape[0], width, v0.shape[2])
+        for i, start in enumerate(starts):
+            if start is not None:
+                n = start[0][layer].shape[1]
+                keys[i, :, width - n :], values[i, :, width - n :] = start[0][layer], start[1][layer]
+                mask[i, width - n :] = 1
+        cache.update(keys, values, layer)
+    return cache, mask
+
+
+def plain_cache(loaded: LoadedModel) -> bool:
+    """Whether the model's cache has full-attention layers only (columns can be moved, joined and reused)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=loaded.model.config).layers)
+
+
+def _starts(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | None) -> list:
+    """Each row's start as per-layer (keys, values), from the prefix cache or a shared pass, or None."""
+    if not plain_cache(loaded):
+        return [None] * len(rows)
+    starts: list = [None] * len(rows)
+    if cache is not None:
+        for i, row in enumerate(rows):
+            hit = cache.longest(prompt_key(row.plan), row.prompt.input_ids)
+            if hit is not None:
+                entry, n = hit
+                starts[i] = ([k[:, :n] for k in entry.keys], [v[:, :n] for v in entry.values])
+    rest = [i for i, start in enumerate(starts) if start is None]
+    shared = shared_starts([rows[i] for i in rest])
+    if shared:
+        for i, start in zip(rest, _shared_pass(loaded, [rows[i] for i in rest], shared)):
+            starts[i] = start
+    return starts
+
+
+def prefill(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | None = None):
+    """The prompt passes of `rows` (started RowStates) under their steering, metered rows recorded; a start found
+    in `cache` or shared by several rows is not computed again. Returns the cache, the mask [rows, width], each
+    position [rows, width], the last position's float logits [rows, vocab] and each row's meter value for its
+    first token."""
+    starts = _starts(loaded, rows, cache)
+    own = [start[0][0].shape[1] if start is not None else 0 for start in starts]
+    past, start_mask = _assembled(loaded, starts) if any(own) else (None, None)
     ids, rest_mask = _left_padded(loaded, [row.prompt.input_ids[k:] for row, k in zip(rows, own)])
     mask = rest_mask if start_mask is None else torch.cat([start_mask, rest_mask], dim=1)
     positions = _positions(mask)
     rest_positions = positions[:, -ids.shape[1] :]
     with row_steer(loaded, [r.plan for r in rows]), meter_rows(loaded, [r.meter for r in rows]) as meter:
-        out = forward(loaded, ids, mask, rest_positions, cache)
+        out = forward(loaded, ids, mask, rest_positions, past)
         values = meter.read(1) if meter is not None else [None] * len(rows)
     return out.past_key_values, mask, positions, out.logits[:, -1].float(), values

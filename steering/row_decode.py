@@ -87,6 +87,7 @@ class RowState:
         self.count = 0  # generated tokens (without the end-of-sequence token)
         self.seen = set(prompt.input_ids)  # the row's own token ids: what its repetition penalty weighs
         self.passes = 0  # forward passes this row took part in (its prompt's is the first)
+        self.fed = list(prompt.input_ids)  # every token fed to the model so far: its keys and values are cached
         self.finished: str | None = None
 
     def start(self, loaded: LoadedModel) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from .checks import check_int
 from .generate import GenerationSettings, prepare_prompt
 from .live_batch import LiveBatch
+from .prefix_cache import PrefixCache
 from .meter import request_meters
 from .models import LoadedModel
 from .row_decode import CANCELLED, LENGTH, STOP, RowState, check_stops, run_batch
@@ -95,6 +96,8 @@ class Scheduler:
     worker gathers: it waits until no request has arrived for `gather_seconds`, at most `max_gather_seconds` in
     all, so a burst of callers is prefilled together (sharing their common prompt start, prefill.py); a lone
     request waits `gather_seconds`. Once a batch runs, waiting requests join it at its next step.
+    prefix_cache_tokens: how many tokens of ended rows' keys and values to keep for later prompts that begin with
+    them, such as a chat's next turn (prefix_cache.py; 0, the default: none).
     """
 
     def __init__(
@@ -103,12 +106,15 @@ class Scheduler:
         max_queue: int = 64,
         gather_seconds: float = 0.01,
         max_gather_seconds: float = 0.1,
+        prefix_cache_tokens: int = 0,
     ):
         self.max_batch_rows = check_int(max_batch_rows, "max_batch_rows", minimum=1)
         self.max_queue = check_int(max_queue, "max_queue", minimum=0)
         self.gather_seconds = max(0.0, float(gather_seconds))
         self.max_gather_seconds = max(self.gather_seconds, float(max_gather_seconds))
         self.stats = SchedulerStats()
+        # keys and values of ended rows, so a chat's next turn computes only its new tokens (0: off)
+        self.prefix_cache = PrefixCache(check_int(prefix_cache_tokens, "prefix_cache_tokens", minimum=0))
         self._queue: deque[Ticket] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -245,9 +251,10 @@ class Scheduler:
         if live is not None:
             live.close()
 
-    @staticmethod
-    def _batch_for(live: LiveBatch | None, loaded: LoadedModel) -> LiveBatch:
-        return live if live is not None and live.rows and live.loaded is loaded else LiveBatch(loaded)
+    def _batch_for(self, live: LiveBatch | None, loaded: LoadedModel) -> LiveBatch:
+        if live is not None and live.rows and live.loaded is loaded:
+            return live
+        return LiveBatch(loaded, self.prefix_cache if self.prefix_cache.max_tokens else None)
 
     def _admit(self, live: LiveBatch, joiners: list[Ticket]) -> None:
         rows = sum(len(t) for t in joiners)

@@ -301,3 +301,6 @@ def test_a_reader_with_a_minimum_interval_gets_fewer_updates_and_the_same_reply(
     assert len(throttled) <= len(every)
     gaps = [b - a for a, b in zip(stamps, stamps[1:-1])]  # the end comes at once
     assert all(gap >= 0.045 for gap in gaps)  # (less a hair: stamped after each yield)
+    halves = list(scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT, every=2))
+    assert halves[-1].texts == every[-1].texts
+    assert len(halves) <= 22  # 40 steps: the first token, then every second step (or the end)
