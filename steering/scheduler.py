@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from .checks import check_int
 from .generate import GenerationSettings, prepare_prompt
 from .live_batch import LiveBatch
-from .prefix_cache import PrefixCache
 from .meter import request_meters
 from .models import LoadedModel
+from .prefix_cache import PrefixCache
 from .row_decode import CANCELLED, LENGTH, STOP, RowState, check_stops, run_batch
 from .row_steer import plan_row
 from .steer import Steering

@@ -108,7 +108,7 @@ class Ticket:
             while True:
                 with self._cond:
                     step = 1 if not seen else every  # one version per step the request took part in
-                    if not self._cond.wait_for(lambda: self._version >= seen + step or self._done, timeout):
+                    if not self._cond.wait_for(lambda s=seen + step: self._version >= s or self._done, timeout):
                         raise TimeoutError(f"no progress in {timeout} s")
                     rest = shown + min_interval - time.perf_counter()
                     if seen and rest > 0:
