@@ -30,7 +30,6 @@ from app_widgets import (
     chat_failure,
     layer_sliders,
     on_clear,
-    on_stream_end,
     stops,
     strength_slider,
     toast,
@@ -47,7 +46,7 @@ from steering.meter import default_meter_layer
 from steering.pipeline import extract_and_save
 from steering.plots import SERIES, heatmap, layer_figure
 from steering.scheduler import Scheduler
-from steering.serve import NO_SHARED_SAVES, ApiKeyRequired, ServerRules, server_args
+from steering.serve import NO_SHARED_SAVES, ApiKeyRequired, ServerRules, prefix_cache_tokens, server_args
 from steering.session import ModelSession, model_status
 from steering.settings import STRENGTH_RANGE, model_lang  # noqa: F401 - RANGE: read by tests/test_bad_inputs.py
 from steering.steer import strength_warning
@@ -80,11 +79,9 @@ HOLDER = ModelSession()  # the one model every user shares
 CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or Path(__file__).resolve().parent / "vectors")
 atexit.register(lambda: CATALOG.close())  # upload and extraction folders still held at exit
 # Every chat, from the page and from the OpenAI-compatible API at /v1 (API, beside the page; main() sets its key),
-# runs in SCHEDULER's live batch on one worker thread. An idle worker gathers a 50 ms quiet gap (≤ 0.3 s) so a burst
-# is prefilled together; later arrivals join mid-flight. Ended rows' keys and values (8192 tokens by default: 0.4 GB
-# on the bundled model, 2 GB on a 32B one) spare a chat's next turn recomputing its conversation.
-PREFIX_TOKENS = int(os.environ.get("STEERING_PREFIX_CACHE_TOKENS", "8192"))
-SCHEDULER = Scheduler(32, 64, gather_seconds=0.05, max_gather_seconds=0.3, prefix_cache_tokens=PREFIX_TOKENS)
+# runs in SCHEDULER's live batch on one worker thread (an idle one gathers a 50 ms quiet gap, ≤ 0.3 s, so a burst is
+# prefilled together). Ended rows' keys and values spare a chat's next turn recomputing its conversation.
+SCHEDULER = Scheduler(32, 64, gather_seconds=0.05, max_gather_seconds=0.3, prefix_cache_tokens=prefix_cache_tokens())
 API = OpenAIApi(HOLDER.get, CATALOG.folder, SCHEDULER)
 # What visitors may do to the shared server: until main() reads the command line (and when something else launches
 # `demo`), only what the environment allows; main() widens it on localhost or when the operator asks.
@@ -366,12 +363,13 @@ def on_chat(
 
 @gpu
 def on_page_chat(message: str | None, page: str, *rest):
-    """The page's stream (after on_send took the message): as on_chat, but a problem is a toast and the chat, the
-    message box and the settings stay as they were; its last update brings Send back (see on_stream_end). Stop and
-    Clear end it through STOPPED as well as through Gradio's cancel (which may reach a later, refused run instead)."""
+    """The page's stream (after on_send took the message): as on_chat, but a problem is a toast and the chat, the box
+    and the settings stay as they were; its last update clears `busy` (then on_buttons_back brings Send back; no
+    button is an output: a skipped one costs gradio a new component per update). Stop and Clear end it through
+    STOPPED as well as through Gradio's cancel (which may reach a later, refused run instead)."""
     unchanged = (gr.skip(),) * 6  # a stream that ends without a view would blank the chat
-    if message is None:  # on_send refused it (and said why); another reply may be streaming: leave Send alone
-        yield *unchanged, *(gr.skip(),) * 3
+    if message is None:  # on_send refused it (and said why); another reply may be streaming: leave busy alone
+        yield *unchanged, gr.skip()
         return
     *fields, lang, meter = rest
     since = stops(page)
@@ -380,12 +378,12 @@ def on_page_chat(message: str | None, page: str, *rest):
             for view in views:
                 if stops(page) != since:  # Stop or Clear was pressed: this reply's rows stop now
                     if stops(page)[1] == "clear":  # after any update still on its way: the columns end empty
-                        yield on_clear()
+                        yield on_clear()[:7]
                     return
-                yield *view, *(gr.skip(),) * 3
+                yield *view, gr.skip()
     except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a toast
         toast("error", chat_failure(exc, lang), lang)
-    yield *unchanged, *on_stream_end()
+    yield *unchanged, False
 
 
 def on_send(message: str, busy: bool, *fields):

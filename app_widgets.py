@@ -86,6 +86,11 @@ def on_stream_end():
     return False, gr.Button(visible=True), gr.Button(visible=False)
 
 
+def on_buttons_back(busy: bool):
+    """After a page's stream: Send is back, unless another reply still streams (the stream was a refused send)."""
+    return (gr.skip(), gr.skip()) if busy else on_stream_end()[1:]
+
+
 def on_clear():
     """Stop any reply and empty both columns, their score lines, the meter and this user's chat history."""
     return [], [], "", "", new_history(), "", *on_stream_end()

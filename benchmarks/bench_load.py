@@ -13,6 +13,8 @@ sessions of a level start together.
           its requests are the turns of one conversation (the second and third turns carry the earlier ones)
     v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request,
           each a new conversation (prompts do not grow)
+    direct  the page's rows and conversations sent straight to a Scheduler set up as the app's, in this process:
+          the model side alone, with no web server
 
 Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
 tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
@@ -114,6 +116,49 @@ def api_chat(client, prompt: str, tokens: int, session: str) -> tuple[float | No
     return first, [text]
 
 
+class DirectChat:
+    """The page's two rows sent straight to a Scheduler set up as the app's, in this process, with no web server:
+    what the model side alone does with the same load. Each session's columns carry their own conversations, as
+    the page's do."""
+
+    def __init__(self, tokens: int):
+        from steering.models import load_model
+        from steering.scheduler import Scheduler
+        from steering.serve import PREFIX_CACHE_TOKENS
+        from steering.vector_files import load_vector
+
+        self.tokens, self.loaded = tokens, load_model("bundled")
+        self.vector = load_vector(ROOT / "vectors" / VECTOR)
+        self.scheduler = Scheduler(
+            32, 64, gather_seconds=0.05, max_gather_seconds=0.3, prefix_cache_tokens=PREFIX_CACHE_TOKENS
+        )
+        self.histories: dict[str, tuple[list, list]] = {}
+
+    def counters(self) -> dict:
+        s = self.scheduler.stats
+        return {"steps": s.steps, "row_steps": s.row_steps, "admits": s.batches, "joins": s.joined}
+
+    def __call__(self, prompt: str, session: str) -> tuple[float | None, list[str]]:
+        from steering.generate import GenerationSettings
+        from steering.scheduler import Row
+        from steering.steer import Steering
+
+        plain, steered = self.histories.get(session, ([], []))
+        turn = {"role": "user", "content": prompt}
+        settings = GenerationSettings(max_new_tokens=self.tokens)
+        steering = Steering(self.vector, LAYERS, STRENGTH, "calibrated", "all")
+        rows = [Row([*history, turn], plan, settings, min_new_tokens=self.tokens)
+                for history, plan in ((plain, None), (steered, steering))]  # fmt: skip
+        t0, first, texts = time.perf_counter(), None, ["", ""]
+        for update in self.scheduler.submit(self.loaded, rows).updates():
+            if first is None and any(update.texts):
+                first = time.perf_counter() - t0
+            texts = update.texts
+        replies = [{"role": "assistant", "content": text} for text in texts]
+        self.histories[session] = ([*plain, turn, replies[0]], [*steered, turn, replies[1]])
+        return first, texts
+
+
 def wait_for(http, url: str, server, seconds: float = 300) -> None:
     """Until the server answers `url` (it loads the model first); its exit is an error."""
     deadline = time.perf_counter() + seconds
@@ -200,7 +245,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads (default: torch's own, as `python app.py` runs)"
     )
-    parser.add_argument("--paths", default="page,v1", help="which endpoints: page, v1 or both")
+    parser.add_argument(
+        "--paths", default="page,v1,direct", help="page, v1 and/or direct (the page's rows with no web server)"
+    )
     args = parser.parse_args()
     levels = [int(n) for n in args.sessions.split(",")]
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -224,6 +271,10 @@ def main() -> None:
         "page": (2, lambda prompt, session: page_chat(http, url, vector_path, prompt, args.tokens, session)),
         "v1": (1, lambda prompt, session: api_chat(client, prompt, args.tokens, session)),
     }
+    counters = {path: lambda: http.get(f"{url}/v1/bench/stats").json() for path in calls}
+    if "direct" in paths:
+        direct = DirectChat(args.tokens)
+        calls["direct"], counters["direct"] = (2, direct), direct.counters
     try:
         for path in paths:  # warm-up: first forward passes, the server's first events
             calls[path][1](prompts[0], "warm-up")
@@ -242,9 +293,9 @@ def main() -> None:
             rows, call = calls[path]
             together: dict[str, list] = {}  # each session's turns when sent with others
             for n in levels:
-                before = http.get(f"{url}/v1/bench/stats").json()
+                before = counters[path]()
                 level = run_level(n, args.requests, call, lambda w, r: prompts[(w * args.requests + r) % len(prompts)])
-                after = http.get(f"{url}/v1/bench/stats").json()
+                after = counters[path]()
                 print_level(
                     path, n, rows, args.tokens, level, {k: after[k] - before[k] for k in before if k in COUNTERS}
                 )

@@ -120,3 +120,14 @@ def test_a_space_without_a_key_serves_only_the_page():
 )  # fmt: skip
 def test_no_api_serves_no_v1_whatever_else(host, share, key, space):
     assert api_key_policy(host, share, key, serve_api=False, on_space=space) == (False, None)
+
+
+def test_the_prefix_cache_budget_comes_from_the_environment_or_stops_the_start():
+    from steering.serve import PREFIX_CACHE_TOKENS, prefix_cache_tokens
+
+    assert prefix_cache_tokens({}) == PREFIX_CACHE_TOKENS
+    assert prefix_cache_tokens({"STEERING_PREFIX_CACHE_TOKENS": " 0 "}) == 0
+    assert prefix_cache_tokens({"STEERING_PREFIX_CACHE_TOKENS": "20000"}) == 20000
+    for bad in ("-5", "lots", "1e4", ""):
+        with pytest.raises(SystemExit, match="STEERING_PREFIX_CACHE_TOKENS"):
+            prefix_cache_tokens({"STEERING_PREFIX_CACHE_TOKENS": bad})
