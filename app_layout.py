@@ -211,7 +211,7 @@ def chat_tab(ui: SimpleNamespace, h) -> None:
     stream = take.then(
         h.on_page_chat, [pending, page, ui.vector, *chat_in], [*columns, busy], **w.CHAT_WORK, api_visibility="private"
     )  # then Send is back (Stop and Clear bring it back themselves)
-    stream.then(w.on_buttons_back, busy, [send, stop], api_visibility="private", **w.COSMETIC)
+    stream.then(w.on_buttons_back, busy, [send, stop], **w.COSMETIC)
     stop.click(w.on_stop, page, [busy, send, stop], cancels=[stream], **w.COSMETIC)
     clear.click(w.on_clear_page, page, [*columns, busy, send, stop], cancels=[stream], **w.COSMETIC)
     plain_bot.clear(w.on_clear_column("plain"), ui.history, [plain_md, ui.history], **w.COSMETIC)
