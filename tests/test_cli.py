@@ -239,6 +239,7 @@ def test_bad_vector_file_is_a_clean_error(tmp_path, run_cli):
 # ---------------------------------------------------------------------------- the one real subprocess
 
 
+@pytest.mark.slow  # a python subprocess: seconds of start-up
 def test_python_m_steering_entry_point(cli_env, tmp_path):
     """`python -m steering` itself (the __main__ module, the exit code): `info` on the shipped vector."""
     result = subprocess.run(

@@ -154,6 +154,7 @@ def test_model_status_in_each_page_language(tiny_qwen2):
     assert "4 レイヤー" in model_status(tiny_qwen2, "ja") and "`tiny-qwen2`" in model_status(tiny_qwen2, "ja")
 
 
+@pytest.mark.slow  # a python subprocess: seconds of start-up
 def test_the_library_never_imports_gradio(repo_root, cli_env):
     """Every steering module (session, catalog, chat, scheduler, api, plots, ... serve the app) imports without
     gradio."""
