@@ -232,8 +232,9 @@ def stream_turn(
     stops the generate call (and removes its hooks) at once. `on_notice` hears about a conversation cut to fit the
     context. Replies are judged in `lang`; texts are said in `ui_lang`.
 
-    With a `scheduler` (steering.scheduler.Scheduler) the two rows (plain, and steered) join the scheduler's next
-    batch with every other waiting chat instead of a generate call of their own; closing the iterator cancels them.
+    With a `scheduler` (steering.scheduler.Scheduler) the two rows (plain, and steered) join the scheduler's running
+    batch, with every other chat, instead of a generate call of their own; views come every PAGE_UPDATE_TOKENS
+    tokens (at most every PAGE_UPDATE_SECONDS); closing the iterator cancels the rows.
     Its SchedulerBusy and ValueError come at the first step, before any view.
 
     With `meter_layer` (see meter.default_meter_layer) both rows record the gyaru meter at that layer during the
