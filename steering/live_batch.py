@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from .kv_buffer import plain_layers
 from .meter import meter_rows
 from .models import LoadedModel
 from .prefill import forward, prefill
@@ -67,12 +68,7 @@ class LiveBatch:
 
     def joinable(self) -> bool:
         """Whether new rows may join now: an empty batch, or a cache of plain full-attention layers only."""
-        if self.cache is None:
-            return True
-        from transformers.cache_utils import DynamicLayer
-
-        layers = getattr(self.cache, "layers", None)
-        return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+        return self.cache is None or plain_layers(self.cache)
 
     # ---------------------------------------------------------------- the loop
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .kv_buffer import growing_cache
 from .meter import meter_rows
 from .models import LoadedModel
 from .prefix_cache import PrefixCache
@@ -106,11 +107,9 @@ def _shared_pass(loaded: LoadedModel, rows: Sequence[RowState], shared) -> list:
 
 def _assembled(loaded: LoadedModel, starts: list):
     """One cache holding each row's start (right-aligned, masked padding before it; nothing for a row without)."""
-    from transformers.cache_utils import DynamicCache
-
     width = max(s[0][0].shape[1] for s in starts if s is not None)
     some = next(s for s in starts if s is not None)
-    cache = DynamicCache(config=loaded.model.config)
+    cache = growing_cache(loaded.model.config)
     mask = torch.zeros(len(starts), width, dtype=torch.long, device=some[0][0].device)
     for layer, (k0, v0) in enumerate(zip(*some)):
         keys = k0.new_zeros(len(starts), k0.shape[0], width, k0.shape[2])
@@ -124,16 +123,9 @@ def _assembled(loaded: LoadedModel, starts: list):
     return cache, mask
 
 
-def plain_cache(loaded: LoadedModel) -> bool:
-    """Whether the model's cache has full-attention layers only (columns can be moved, joined and reused)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=loaded.model.config).layers)
-
-
 def _starts(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | None) -> list:
     """Each row's start as per-layer (keys, values), from the prefix cache or a shared pass, or None."""
-    if not plain_cache(loaded):
+    if growing_cache(loaded.model.config) is None:  # sliding windows: every prompt is computed in full
         return [None] * len(rows)
     starts: list = [None] * len(rows)
     if cache is not None:
@@ -157,7 +149,7 @@ def prefill(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | 
     first token."""
     starts = _starts(loaded, rows, cache)
     own = [start[0][0].shape[1] if start is not None else 0 for start in starts]
-    past, start_mask = _assembled(loaded, starts) if any(own) else (None, None)
+    past, start_mask = _assembled(loaded, starts) if any(own) else (growing_cache(loaded.model.config), None)
     ids, rest_mask = _left_padded(loaded, [row.prompt.input_ids[k:] for row, k in zip(rows, own)])
     mask = rest_mask if start_mask is None else torch.cat([start_mask, rest_mask], dim=1)
     positions = _positions(mask)
