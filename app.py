@@ -74,14 +74,14 @@ LOG = logging.getLogger("gyaru-studio")
 
 
 # --------------------------------------------------------------------------- the shared model and vectors
-
 HOLDER = ModelSession()  # the one model every user shares
 CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or Path(__file__).resolve().parent / "vectors")
 atexit.register(lambda: CATALOG.close())  # upload and extraction folders still held at exit
 # Every chat, from the page and from the OpenAI-compatible API at /v1 (API, beside the page; main() sets its key),
 # runs in SCHEDULER's live batch on one worker thread (an idle one gathers a 50 ms quiet gap, ≤ 0.3 s, so a burst is
-# prefilled together). Ended rows' keys and values spare a chat's next turn recomputing its conversation.
+# prefilled together). Ended rows' keys and values, kept for a chat's next turn, go when another model is loaded.
 SCHEDULER = Scheduler(32, 64, gather_seconds=0.05, max_gather_seconds=0.3, prefix_cache_tokens=prefix_cache_tokens())
+HOLDER.on_release.append(SCHEDULER.prefix_cache.clear)
 API = OpenAIApi(HOLDER.get, CATALOG.folder, SCHEDULER)
 # What visitors may do to the shared server: until main() reads the command line (and when something else launches
 # `demo`), only what the environment allows; main() widens it on localhost or when the operator asks.

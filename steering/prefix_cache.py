@@ -11,12 +11,13 @@ the reply (a half-life), or touched only the prompt's last token (`last`: all bu
 `longest` finds, among entries with the same key, the longest run of leading tokens shared with a new prompt
 (whole entries need not match: a reply that tokenizes differently when templated still shares what comes before
 it). Entries are kept on the model's device, the least recently used dropped first beyond `max_tokens` in all;
-an entry that is the start of a newer one with the same key is dropped as the newer one holds it. One thread (the
-scheduler's worker) uses it; a different model empties it.
+an entry that is the start of a newer one with the same key is dropped as the newer one holds it. The scheduler's
+worker uses it; a different model empties it, and so does a model load (app.py), from its own thread.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class PrefixCache:
         self.tokens = 0
         self.model_id: int | None = None
         self.lookups = self.hits = self.reused_tokens = 0
+        self._lock = threading.Lock()  # the worker stores and looks up; a model load may clear from another thread
 
     def for_model(self, model) -> PrefixCache:
         """This cache for `model`, emptied if it held another model's entries."""
@@ -60,14 +62,19 @@ class PrefixCache:
         return self
 
     def clear(self) -> None:
-        self.entries.clear()
-        self.tokens = 0
+        with self._lock:
+            self.entries.clear()
+            self.tokens = 0
 
     def store(self, key, tokens: Sequence[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         """Keep one row's leading `tokens` and their per-layer keys and values ([heads, len(tokens), dim])."""
         tokens = tuple(tokens)
         if len(tokens) < MIN_REUSED or len(tokens) > self.max_tokens:
             return
+        with self._lock:
+            self._store(key, tokens, keys, values)
+
+    def _store(self, key, tokens: tuple[int, ...], keys, values) -> None:
         for handle, entry in list(self.entries.items()):  # a start of the new entry, or the same: superseded
             if entry.key == key and len(entry.tokens) <= len(tokens) and tokens[: len(entry.tokens)] == entry.tokens:
                 self._drop(handle)
@@ -80,6 +87,10 @@ class PrefixCache:
     def longest(self, key, ids: Sequence[int]) -> tuple[Entry, int] | None:
         """The entry with `key` sharing the most leading tokens with `ids` and how many (leaving `ids` at least
         its last token to compute), or None under MIN_REUSED."""
+        with self._lock:
+            return self._longest(key, ids)
+
+    def _longest(self, key, ids: Sequence[int]) -> tuple[Entry, int] | None:
         self.lookups += 1
         best, length = None, 0
         for handle, entry in self.entries.items():

@@ -116,6 +116,7 @@ class ModelSession:
         self.lock = threading.Lock()
         self.loaded = loaded
         self.default = default  # loaded by get() when nothing is loaded yet
+        self.on_release: list[Callable[[], None]] = []  # called as the old model goes (e.g. to drop its caches)
 
     def status(self, ui_lang: str = "en") -> str:
         return model_status(self.loaded, ui_lang)
@@ -150,6 +151,8 @@ class ModelSession:
             # hub is unreachable), the previous model is loaded back so nobody loses theirs.
             previous = self.loaded.spec if self.loaded is not None else None
             self.loaded = None
+            for release in self.on_release:
+                release()
             _release_memory()
             try:
                 self.loaded = load_model(spec)

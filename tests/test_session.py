@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -228,3 +229,15 @@ def test_allow_any_lets_any_spec_through_to_the_loader(tmp_path):
     policy = ModelPolicy(allow_any=True)
     assert policy.check(str(tmp_path / "anything")) == str(tmp_path / "anything")
     assert policy.check("someone/any-model") == "someone/any-model"
+
+
+def test_a_load_calls_the_release_hooks_before_the_new_model_loads(monkeypatch):
+    from steering import session as session_module
+
+    order = []
+    monkeypatch.setattr(session_module, "check_loadable", lambda spec: None)
+    monkeypatch.setattr(session_module, "load_model", lambda spec: order.append(f"load {spec}") or spec)
+    holder = ModelSession(loaded=SimpleNamespace(spec="old"))
+    holder.on_release.append(lambda: order.append("release"))
+    holder.load("new")
+    assert order == ["release", "load new"]
