@@ -116,7 +116,7 @@ class LiveBatch:
             for (_, row), token in zip(self.rows, self.next_ids.flatten().tolist()):
                 row.fed.append(token)
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-            out = self._forward(self.next_ids, self.mask, self.positions, self.cache)
+            out = forward(self.loaded, self.next_ids, self.mask, self.positions, self.cache)
             self._hook_passes += 1
             values = self._meter.read(self._hook_passes) if self._meter is not None else [None] * len(self.rows)
             states = [r for _, r in self.rows]
@@ -144,9 +144,6 @@ class LiveBatch:
         self._finish(self.tickets)
 
     # ---------------------------------------------------------------- parts
-
-    def _forward(self, input_ids, mask, positions, cache):
-        return forward(self.loaded, input_ids, mask, positions, cache)
 
     def _join(self, cache, mask, positions, next_ids) -> None:
         """Add prefilled rows (their cache, mask, next positions and first tokens) to the live ones."""

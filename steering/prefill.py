@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .generate import PreparedPrompt, batch_inputs
 from .kv_buffer import growing_cache
 from .meter import meter_rows
 from .models import LoadedModel
@@ -42,15 +43,8 @@ def forward(loaded: LoadedModel, input_ids, mask, positions, cache):
 
 
 def prompt_key(plan: RowPlan | None):
-    """Rows with equal keys push their prompts identically. `generated` and `last` leave every prompt position but
-    the last unpushed, like a plain row; `all` pushes each position by its vector, layers, strength and mode."""
-    if plan is None or plan.apply_to != "all":
-        return None
-    pushes = tuple(
-        (layer, p.step, p.base, p.span, hash(p.unit.detach().cpu().numpy().tobytes()))
-        for layer, p in sorted(plan.pushes.items())
-    )
-    return plan.strength, plan.mode, pushes
+    """Rows with equal keys push their prompts identically (RowPlan.prompt_key; None for a plain row)."""
+    return plan.prompt_key if plan is not None else None
 
 
 def shared_starts(rows: Sequence[RowState]) -> list[tuple[list[int], int]]:
@@ -75,11 +69,8 @@ def shared_starts(rows: Sequence[RowState]) -> list[tuple[list[int], int]]:
 
 
 def _left_padded(loaded: LoadedModel, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    pad = loaded.tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in seqs], device=loaded.device)
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=loaded.device)
-    return ids, mask
+    inputs = batch_inputs(loaded, [PreparedPrompt(list(s)) for s in seqs])
+    return inputs["input_ids"], inputs["attention_mask"]
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -125,8 +116,6 @@ def _assembled(loaded: LoadedModel, starts: list):
 
 def _starts(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | None) -> list:
     """Each row's start as per-layer (keys, values), from the prefix cache or a shared pass, or None."""
-    if growing_cache(loaded.model.config) is None:  # sliding windows: every prompt is computed in full
-        return [None] * len(rows)
     starts: list = [None] * len(rows)
     if cache is not None:
         for i, row in enumerate(rows):
@@ -147,9 +136,10 @@ def prefill(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | 
     in `cache` or shared by several rows is not computed again. Returns the cache, the mask [rows, width], each
     position [rows, width], the last position's float logits [rows, vocab] and each row's meter value for its
     first token."""
-    starts = _starts(loaded, rows, cache)
+    past = growing_cache(loaded.model.config)  # None for sliding windows: every prompt is computed in full
+    starts = _starts(loaded, rows, cache) if past is not None else [None] * len(rows)
     own = [start[0][0].shape[1] if start is not None else 0 for start in starts]
-    past, start_mask = _assembled(loaded, starts) if any(own) else (growing_cache(loaded.model.config), None)
+    past, start_mask = _assembled(loaded, starts) if any(own) else (past, None)
     ids, rest_mask = _left_padded(loaded, [row.prompt.input_ids[k:] for row, k in zip(rows, own)])
     mask = rest_mask if start_mask is None else torch.cat([start_mask, rest_mask], dim=1)
     positions = _positions(mask)

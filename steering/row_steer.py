@@ -15,6 +15,7 @@ in steer.py.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -43,6 +44,19 @@ class RowPlan:
     @property
     def layers(self) -> list[int]:
         return sorted(self.pushes)
+
+    @functools.cached_property
+    def prompt_key(self):
+        """Equal for plans that push a prompt identically (prefill.py shares and reuses starts by it), computed
+        once per plan: None when the prompt is not pushed but (`last`) at its last position, like a plain row;
+        for `all`, the strength, mode and each layer's push, its direction by a hash of its values."""
+        if self.apply_to != "all":
+            return None
+        pushes = tuple(
+            (layer, p.step, p.base, p.span, hash(p.unit.detach().cpu().numpy().tobytes()))
+            for layer, p in sorted(self.pushes.items())
+        )
+        return self.strength, self.mode, pushes
 
 
 def plan_row(loaded: LoadedModel, steering: Steering | None) -> RowPlan | None:
