@@ -294,4 +294,5 @@ def build_demo(h) -> gr.Blocks:
         lang_out = [ui.status, ui.model, ui.vector, ui.vector_md]
         ui.lang.change(h.on_language, [ui.vector, ui.uploads, ui.lang], lang_out, show_progress="hidden", **w.COSMETIC)
     demo.queue(default_concurrency_limit=1)
+    w.calm_queue(demo)
     return demo

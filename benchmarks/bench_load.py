@@ -1,7 +1,7 @@
 """Load on the app: latency, time to first token and throughput with 1, 4, 8 and 16 concurrent sessions, through the
 page's chat endpoint and through the OpenAI-compatible API, in one run.
 
-    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--tokens 32] [--threads N]
+    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--tokens 32] [--threads N] [--queue-poll S]
 
 The app runs as `python app.py` does, in a process of its own (benchmarks/load_server.py) on a free 127.0.0.1 port,
 with the bundled model, the shipped English vector and /v1 beside the page; the clients are threads of this
@@ -19,9 +19,10 @@ sessions of a level start together.
 Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
 tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
 streamed text. Every chat runs in the app's scheduler's live batch: rows/step is how many rows its decoding steps
-held on average, admits how many prefill passes brought requests in, joins how many of those joined a batch
-already running. After each path, every session run with others is replayed alone, request by request in a fresh session, and
-the replies are compared (greedy replies must be identical).
+held on average and ms/step what one cost, admits how many admissions brought requests in (ms/admit: their prefill,
+while the running rows wait), joins how many of those joined a batch already running. After each path, every
+session run with others is replayed alone, request by request in a fresh session, and the replies are compared
+(greedy replies must be identical).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LAYERS, STRENGTH = "12-16", 2.0
-COUNTERS = ("steps", "row_steps", "admits", "joins")
+COUNTERS = ("steps", "row_steps", "admits", "joins", "step_seconds", "admit_seconds")
 VECTOR = "smollm2-135m-instruct_gal_en.pt"
 
 
@@ -136,7 +137,14 @@ class DirectChat:
 
     def counters(self) -> dict:
         s = self.scheduler.stats
-        return {"steps": s.steps, "row_steps": s.row_steps, "admits": s.batches, "joins": s.joined}
+        return {
+            "steps": s.steps,
+            "row_steps": s.row_steps,
+            "admits": s.batches,
+            "joins": s.joined,
+            "step_seconds": s.step_seconds,
+            "admit_seconds": s.admit_seconds,
+        }
 
     def __call__(self, prompt: str, session: str) -> tuple[float | None, list[str]]:
         from steering.generate import GenerationSettings
@@ -226,12 +234,13 @@ def replayed_alone(call, turns: dict[str, list]) -> tuple[int, int]:
 def print_level(path: str, sessions: int, rows: int, tokens: int, level: dict, counted: dict) -> None:
     """One table line: latency and TTFT percentiles, throughput, and what the scheduler did meanwhile."""
     lat, firsts, errors, wall = level["latencies"], level["firsts"], level["errors"], level["wall"]
-    steps, row_steps, admits, joins = (counted[k] for k in COUNTERS)
+    steps, row_steps, admits, joins, step_seconds, admit_seconds = (counted[k] for k in COUNTERS)
     done = len(lat)
     print(
         f"{path:>4} {sessions:>8} {done:>8} {percentile(lat, 50):>7.2f} {percentile(lat, 95):>7.2f} "
         f"{percentile(firsts, 50):>7.2f} {percentile(firsts, 95):>7.2f} {done / wall:>6.2f} "
-        f"{done * rows * tokens / wall:>7.1f} {row_steps / max(1, steps):>9.1f} {admits:>6} {joins:>6}"
+        f"{done * rows * tokens / wall:>7.1f} {row_steps / max(1, steps):>9.1f} {1000 * step_seconds / max(1, steps):>7.1f} "
+        f"{admits:>6} {1000 * admit_seconds / max(1, admits):>8.0f} {joins:>6}"
         + (f"   {len(errors)} errors: {errors[0]!r}" if errors else ""),
         flush=True,
     )
@@ -244,6 +253,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per row (forced length)")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads (default: torch's own, as `python app.py` runs)"
+    )
+    parser.add_argument(
+        "--queue-poll", type=float, default=0, help="gradio's queue polling, s (default: the app's; 0.001: gradio's)"
     )
     parser.add_argument(
         "--paths", default="page,v1,direct", help="page, v1 and/or direct (the page's rows with no web server)"
@@ -260,7 +272,9 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "benchmarks.load_server", "--port", str(port), "--tokens", str(args.tokens)]
-    server = subprocess.Popen(command + (["--threads", str(args.threads)] if args.threads else []), cwd=ROOT)
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--queue-poll", str(args.queue_poll)] if args.queue_poll else []
+    server = subprocess.Popen(command, cwd=ROOT)
     http = httpx.Client(timeout=600)
     wait_for(http, f"{url}/v1/models", server)
     info = http.get(f"{url}/v1/bench/stats").json()
@@ -281,11 +295,11 @@ def main() -> None:
         print(
             f"bundled model ({info['model']}), greedy, {args.tokens} new tokens per row, server torch threads "
             f"{info['threads']}, {args.requests} requests per session, {os.cpu_count()} CPUs, scheduler: "
-            f"{info['max_batch_rows']} rows at most"
+            f"{info['max_batch_rows']} rows at most, gradio's queue polls every {1000 * info['queue_poll']:g} ms"
         )
         header = (
             f"{'path':>4} {'sessions':>8} {'requests':>8} {'p50 s':>7} {'p95 s':>7} {'ttft50':>7} {'ttft95':>7} "
-            f"{'req/s':>6} {'tok/s':>7} {'rows/step':>9} {'admits':>6} {'joins':>6}"
+            f"{'req/s':>6} {'tok/s':>7} {'rows/step':>9} {'ms/step':>7} {'admits':>6} {'ms/admit':>8} {'joins':>6}"
         )
         print(header)
         print("-" * len(header))

@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument(
+        "--queue-poll", type=float, default=0, help="how often gradio's queue looks for events, s (default: the app's)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -40,6 +43,8 @@ def main() -> None:
     import app
 
     force_length(app.SCHEDULER, args.tokens)
+    if args.queue_poll:  # e.g. 0.001: gradio's own, to compare
+        app.demo._queue.sleep_when_free = args.queue_poll
 
     def stats() -> dict:
         s = app.SCHEDULER.stats
@@ -48,8 +53,11 @@ def main() -> None:
             "row_steps": s.row_steps,
             "admits": s.batches,
             "joins": s.joined,
+            "step_seconds": s.step_seconds,
+            "admit_seconds": s.admit_seconds,
             "model": app.HOLDER.get().name,
             "threads": torch.get_num_threads(),
+            "queue_poll": app.demo._queue.sleep_when_free,
             "max_batch_rows": app.SCHEDULER.max_batch_rows,
         }
 

@@ -1,4 +1,6 @@
-"""KV cache layers with room to grow: a decoding step writes its token's keys and values in place instead of copying
+"""KV cache layers with room to grow, and caches of different rows stacked into one.
+
+A decoding step writes its token's keys and values in place instead of copying
 the whole cache, as transformers' DynamicLayer does with torch.cat on every step (for 16 rows of 150-token
 conversations, tens of milliseconds of each step on a CPU).
 
@@ -7,11 +9,15 @@ are views of the filled part, so attention reads the very same numbers. Assignin
 joins, selects and trims rows by assignment, as transformers' own batch_select_indices does) starts a new buffer of
 exactly that tensor; the next update makes room again. `growing_cache` is a DynamicCache of GrowingLayers, for a
 model whose cache has full-attention layers only (`plain_layers`); other models keep their own cache.
+
+`stack_rows` puts the rows of several such caches into one (rows joining a live batch, prefill passes of different
+lengths): each part is left-padded with masked positions to the widest, so every row keeps its own positions.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 SPARE = 64  # positions of room made at a time: one copy every SPARE steps instead of every step
@@ -68,6 +74,25 @@ class GrowingLayer(DynamicLayer):
 
 def _filled(tensor: torch.Tensor | None) -> int:
     return 0 if tensor is None or tensor.dim() < 2 else tensor.shape[-2]
+
+
+def pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """`t` with n zero (masked) positions added at the start of dimension `dim` (-1 or -2)."""
+    if not n:
+        return t
+    return F.pad(t, (n, 0)) if dim == -1 else F.pad(t, (0, 0, n, 0))
+
+
+def stack_rows(caches: list, masks: list[torch.Tensor]) -> tuple:
+    """The rows of `caches` (full-attention caches, with masks [rows, width]) in one cache and mask, in order, each
+    part left-padded to the widest. The first cache is reused."""
+    width = max(mask.shape[1] for mask in masks)
+    pads = [width - mask.shape[1] for mask in masks]
+    for layers in zip(*(cache.layers for cache in caches)):
+        keys = torch.cat([pad_left(layer.keys, n, -2) for layer, n in zip(layers, pads)])
+        values = torch.cat([pad_left(layer.values, n, -2) for layer, n in zip(layers, pads)])
+        layers[0].keys, layers[0].values = keys, values
+    return caches[0], torch.cat([pad_left(mask, n, -1) for mask, n in zip(masks, pads)])
 
 
 def plain_layers(cache) -> bool:

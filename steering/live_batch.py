@@ -23,9 +23,8 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
-from .kv_buffer import plain_layers
+from .kv_buffer import plain_layers, stack_rows
 from .meter import meter_rows
 from .models import LoadedModel
 from .prefill import forward, prefill
@@ -35,13 +34,6 @@ from .row_steer import row_steer
 
 if TYPE_CHECKING:
     from .ticket import Ticket
-
-
-def _pad_left(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-    """`t` with n zero (masked) positions added at the start of dimension `dim` (-1 or -2)."""
-    if not n:
-        return t
-    return F.pad(t, (n, 0)) if dim == -1 else F.pad(t, (0, 0, n, 0))
 
 
 class LiveBatch:
@@ -150,14 +142,7 @@ class LiveBatch:
         if self.cache is None:
             self.cache, self.mask, self.positions, self.next_ids = cache, mask, positions, next_ids
             return
-        old, new = self.mask.shape[1], mask.shape[1]
-        width = max(old, new)
-        for live, joined in zip(self.cache.layers, cache.layers):
-            live.keys = torch.cat([_pad_left(live.keys, width - old, -2), _pad_left(joined.keys, width - new, -2)])
-            live.values = torch.cat(
-                [_pad_left(live.values, width - old, -2), _pad_left(joined.values, width - new, -2)]
-            )
-        self.mask = torch.cat([_pad_left(self.mask, width - old, -1), _pad_left(mask, width - new, -1)])
+        self.cache, self.mask = stack_rows([self.cache, cache], [self.mask, mask])
         self.positions = torch.cat([self.positions, positions])
         self.next_ids = torch.cat([self.next_ids, next_ids])
 

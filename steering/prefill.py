@@ -10,11 +10,18 @@ their group) run their whole prompt in the second pass.
 
 The second pass's mask may thus hold padding in the middle (shared start, padding, own rest): positions come from
 the mask, as generate computes them for left padding, and masked positions add exact zeros to attention.
+
+On a CPU, a padded position costs as much as a real one: a chat's next turn brings 20 to 45 new tokens per row, and
+one pass padded to the longest computed about 40 % padding. The rows' own rests are therefore run in passes of
+similar lengths (`length_groups`: the fewest padded positions, counting PASS_COST_POSITIONS per extra pass for the
+weights each pass reads), and their caches stacked into one (kv_buffer.stack_rows). On other devices padding is
+nearly free beside a pass, and one pass runs every row.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .generate import PreparedPrompt, batch_inputs
-from .kv_buffer import growing_cache
+from .kv_buffer import growing_cache, pad_left, stack_rows
 from .meter import meter_rows
 from .models import LoadedModel
 from .prefix_cache import PrefixCache
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from .row_decode import RowState
 
 MIN_SHARED = 8  # tokens: a shorter common start is not worth a pass of its own
+PASS_COST_POSITIONS = 32  # on a CPU, a pass costs about as much as this many more positions (bundled model: 40 ms)
 
 
 def forward(loaded: LoadedModel, input_ids, mask, positions, cache):
@@ -131,13 +139,58 @@ def _starts(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | 
     return starts
 
 
+def length_groups(lengths: Sequence[int], pass_cost: int) -> list[list[int]]:
+    """Row indices (in order) in passes of similar lengths, shortest first: the split with the fewest positions
+    computed (each pass's rows times its longest length, plus `pass_cost` per pass)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best, cut = [0] + [math.inf] * len(order), [0] * (len(order) + 1)  # best[j]: the first j rows of `order`
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + pass_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(sorted(order[cut[j] : j]))
+        j = cut[j]
+    return groups[::-1]
+
+
+def _stacked(parts: list, groups: list[list[int]]):
+    """The passes' results as one, in the rows' own order (each pass's rows left-padded to the widest)."""
+    if len(parts) == 1:  # (a single group holds every row, in order)
+        return parts[0]
+    cache, mask = stack_rows([p[0] for p in parts], [p[1] for p in parts])
+    width = mask.shape[1]
+    positions = torch.cat([pad_left(p[2], width - p[2].shape[1], -1) for p in parts])
+    logits = torch.cat([p[3] for p in parts])
+    values = [v for p in parts for v in p[4]]
+    placed = [i for group in groups for i in group]  # row placed[k] sits at k
+    where = sorted(range(len(placed)), key=placed.__getitem__)  # row i sits at where[i]
+    index = torch.tensor(where, device=mask.device)
+    cache.batch_select_indices(index)
+    return cache, mask[index], positions[index], logits[index], [values[k] for k in where]
+
+
 def prefill(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | None = None):
     """The prompt passes of `rows` (started RowStates) under their steering, metered rows recorded; a start found
     in `cache` or shared by several rows is not computed again. Returns the cache, the mask [rows, width], each
     position [rows, width], the last position's float logits [rows, vocab] and each row's meter value for its
     first token."""
-    past = growing_cache(loaded.model.config)  # None for sliding windows: every prompt is computed in full
-    starts = _starts(loaded, rows, cache) if past is not None else [None] * len(rows)
+    if growing_cache(loaded.model.config) is None:  # sliding windows: every prompt in full, in one pass
+        return _own_pass(loaded, rows, [None] * len(rows))
+    starts = _starts(loaded, rows, cache)
+    groups = [list(range(len(rows)))]
+    if loaded.device.type == "cpu":
+        rests = [len(row.prompt.input_ids) - (s[0][0].shape[1] if s else 0) for row, s in zip(rows, starts)]
+        groups = length_groups(rests, PASS_COST_POSITIONS)
+    parts = [_own_pass(loaded, [rows[i] for i in group], [starts[i] for i in group]) for group in groups]
+    return _stacked(parts, groups)
+
+
+def _own_pass(loaded: LoadedModel, rows: Sequence[RowState], starts: list):
+    """One pass over each row's prompt after its start (computed before, or None): prefill's results for `rows`."""
+    past = growing_cache(loaded.model.config)
     own = [start[0][0].shape[1] if start is not None else 0 for start in starts]
     past, start_mask = _assembled(loaded, starts) if any(own) else (past, None)
     ids, rest_mask = _left_padded(loaded, [row.prompt.input_ids[k:] for row, k in zip(rows, own)])

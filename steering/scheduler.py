@@ -85,6 +85,8 @@ class SchedulerStats:
     largest_batch: int = 0  # most rows in one decoding step
     steps: int = 0  # decoding steps
     row_steps: int = 0  # rows over all steps (row_steps / steps: rows per step)
+    step_seconds: float = 0.0  # time in decoding steps (step_seconds / steps: a step's cost at rows per step)
+    admit_seconds: float = 0.0  # time in admissions (prefill passes), while running rows wait
     recent_batches: deque = field(default_factory=lambda: deque(maxlen=64))  # rows per admission, newest last
 
 
@@ -245,7 +247,9 @@ class Scheduler:
                 self.stats.steps += 1
                 self.stats.row_steps += len(live.rows)
                 self.stats.largest_batch = max(self.stats.largest_batch, len(live.rows))
+                started = time.perf_counter()
                 live.step()
+                self.stats.step_seconds += time.perf_counter() - started
             with self._cond:
                 self._running = live.tickets if live is not None else []
         if live is not None:
@@ -262,4 +266,6 @@ class Scheduler:
         self.stats.joined += bool(live.rows)
         self.stats.rows += rows
         self.stats.recent_batches.append(rows)
+        started = time.perf_counter()
         live.admit(joiners)
+        self.stats.admit_seconds += time.perf_counter() - started

@@ -140,7 +140,7 @@ def app_url():
     """app.py launched in-process on a free local port for one test module (closed afterwards); its URL without
     the trailing slash. Skips when gradio (or the app's other extras) is missing."""
     app = pytest.importorskip("app")
-    app.demo.queue(default_concurrency_limit=1).launch(
+    app.demo.launch(  # with the queue app_layout set up, as `python app.py` launches it
         prevent_thread_lock=True, server_port=free_port(), server_name="127.0.0.1", quiet=True, **app.launch_kwargs()
     )
     yield app.demo.local_url.rstrip("/")

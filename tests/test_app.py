@@ -81,6 +81,14 @@ def chat(url, vector: Path, strength: float, message: str = "How are you today?"
     return fresh.predict(*args, **setting, api_name="/chat")
 
 
+def test_the_launched_queue_looks_for_events_every_10_ms(client):
+    """Gradio's own queue looks every 1 ms, even idle (7 % of a core); the app's every 10 ms, and its events run
+    (every test here goes through it)."""
+    queue = app.demo._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (0.01, 0.05)
+    assert client.predict(api_name="/startup") is not None
+
+
 def test_endpoints_are_named(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/load_model", "/extract", "/layers", "/chat", "/sweep", "/apply_best", "/apply_cell"} <= names

@@ -286,6 +286,8 @@ def test_rows_of_any_lengths_share_a_batch_and_each_gets_its_solo_reply(tiny_qwe
         assert tickets[0].prompt_tokens[0] + 130 > tiny_qwen2.context_length
         assert [r.texts[0] for r in results] == [solo(tiny_qwen2, row) for row in rows]
         assert scheduler.stats.batches == 1 and scheduler.stats.largest_batch == 2
+        assert scheduler.stats.steps == 129  # the first token comes from the prefill
+        assert scheduler.stats.step_seconds > 0 < scheduler.stats.admit_seconds
     finally:
         scheduler.close()
 
