@@ -279,6 +279,8 @@ def stream_turn(
         yield turn.view(texts, False, lang, ui_lang, meter(None))
         update = None
         for update in ticket.updates(min_interval=PAGE_UPDATE_SECONDS, every=PAGE_UPDATE_TOKENS):
+            if update.done:  # the final view below shows it (one server round trip less per reply)
+                break
             yield turn.view(update.texts, False, lang, ui_lang, meter(update.pieces))
         texts, pieces = (update.texts, update.pieces) if update is not None else (texts, None)
         yield turn.view(texts, True, lang, ui_lang, meter(pieces))

@@ -261,6 +261,23 @@ def test_stream_turn_streams_both_columns_then_the_judged_turn(tiny_qwen2):
     assert hooks_left(tiny_qwen2.model) == 0
 
 
+def test_stream_turn_on_a_scheduler_shows_the_finished_replies_once_judged(tiny_qwen2):
+    """Each view is one server round trip for a page: the last update's replies come only in the judged view."""
+    from steering.scheduler import Scheduler
+
+    turn = Turn.start(None, "Hi! How are you?")
+    steering = column_steering(make_vector(), tiny_qwen2.num_layers, "1-2", 3.0, "calibrated", "all")
+    scheduler = Scheduler(max_batch_rows=4, gather_seconds=0.0)
+    try:
+        views = list(stream_turn(tiny_qwen2, turn, steering, decoding(9, 0.0, 0), "en", scheduler=scheduler))
+    finally:
+        scheduler.close()
+    final = views[-1]
+    assert "style" in final[2] and final[4]["plain"][-1]["role"] == "assistant"
+    assert len(views) >= 3 and all(view[:2] != final[:2] for view in views[:-1])
+    assert hooks_left(tiny_qwen2.model) == 0
+
+
 def meter_text(meter: str) -> str:
     """The text of a meter's coloured spans, unescaped."""
     return "".join(html.unescape(s) for s in re.findall(r"<span[^>]*>(.*?)</span>", meter, re.S))
