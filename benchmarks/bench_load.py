@@ -136,15 +136,9 @@ class DirectChat:
         self.histories: dict[str, tuple[list, list]] = {}
 
     def counters(self) -> dict:
-        s = self.scheduler.stats
-        return {
-            "steps": s.steps,
-            "row_steps": s.row_steps,
-            "admits": s.batches,
-            "joins": s.joined,
-            "step_seconds": s.step_seconds,
-            "admit_seconds": s.admit_seconds,
-        }
+        from benchmarks.load_server import scheduler_counters
+
+        return scheduler_counters(self.scheduler.stats)
 
     def __call__(self, prompt: str, session: str) -> tuple[float | None, list[str]]:
         from steering.generate import GenerationSettings

@@ -26,6 +26,18 @@ def force_length(scheduler, tokens: int) -> None:
     scheduler.submit = forced
 
 
+def scheduler_counters(stats) -> dict:
+    """What bench_load reads of a scheduler's stats (its table's rows/step, ms/step, admits, ms/admit, joins)."""
+    return {
+        "steps": stats.steps,
+        "row_steps": stats.row_steps,
+        "admits": stats.batches,
+        "joins": stats.joined,
+        "step_seconds": stats.step_seconds,
+        "admit_seconds": stats.admit_seconds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -47,14 +59,8 @@ def main() -> None:
         app.demo._queue.sleep_when_free = args.queue_poll
 
     def stats() -> dict:
-        s = app.SCHEDULER.stats
         return {
-            "steps": s.steps,
-            "row_steps": s.row_steps,
-            "admits": s.batches,
-            "joins": s.joined,
-            "step_seconds": s.step_seconds,
-            "admit_seconds": s.admit_seconds,
+            **scheduler_counters(app.SCHEDULER.stats),
             "model": app.HOLDER.get().name,
             "threads": torch.get_num_threads(),
             "queue_poll": app.demo._queue.sleep_when_free,

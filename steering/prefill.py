@@ -156,6 +156,11 @@ def length_groups(lengths: Sequence[int], pass_cost: int) -> list[list[int]]:
     return groups[::-1]
 
 
+def _length(start) -> int:
+    """How many tokens a row's start (per-layer keys and values, or None) holds."""
+    return start[0][0].shape[1] if start is not None else 0
+
+
 def _stacked(parts: list, groups: list[list[int]]):
     """The passes' results as one, in the rows' own order (each pass's rows left-padded to the widest)."""
     if len(parts) == 1:  # (a single group holds every row, in order)
@@ -182,7 +187,7 @@ def prefill(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | 
     starts = _starts(loaded, rows, cache)
     groups = [list(range(len(rows)))]
     if loaded.device.type == "cpu":
-        rests = [len(row.prompt.input_ids) - (s[0][0].shape[1] if s else 0) for row, s in zip(rows, starts)]
+        rests = [len(row.prompt.input_ids) - _length(start) for row, start in zip(rows, starts)]
         groups = length_groups(rests, PASS_COST_POSITIONS)
     parts = [_own_pass(loaded, [rows[i] for i in group], [starts[i] for i in group]) for group in groups]
     return _stacked(parts, groups)
@@ -190,9 +195,8 @@ def prefill(loaded: LoadedModel, rows: Sequence[RowState], cache: PrefixCache | 
 
 def _own_pass(loaded: LoadedModel, rows: Sequence[RowState], starts: list):
     """One pass over each row's prompt after its start (computed before, or None): prefill's results for `rows`."""
-    past = growing_cache(loaded.model.config)
-    own = [start[0][0].shape[1] if start is not None else 0 for start in starts]
-    past, start_mask = _assembled(loaded, starts) if any(own) else (past, None)
+    own = [_length(start) for start in starts]
+    past, start_mask = _assembled(loaded, starts) if any(own) else (growing_cache(loaded.model.config), None)
     ids, rest_mask = _left_padded(loaded, [row.prompt.input_ids[k:] for row, k in zip(rows, own)])
     mask = rest_mask if start_mask is None else torch.cat([start_mask, rest_mask], dim=1)
     positions = _positions(mask)

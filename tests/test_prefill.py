@@ -35,6 +35,22 @@ def states(loaded, rows: list[Row]):
     return ticket._rows
 
 
+def assert_prefilled_as_if_alone(loaded, rows: list[Row], together) -> torch.Tensor:
+    """Prefilling `together` (the started states of `rows`) gives each row the mask length, first logits, last
+    position and meter value of prefilling it alone, and leaves no hook; returns the positions."""
+    _, mask, positions, logits, values = prefill(loaded, together)
+    assert mask.sum(dim=1).tolist() == [len(r.prompt.input_ids) for r in together]
+    for i, row in enumerate(rows):
+        _, _, own_positions, own_logits, own_values = prefill(loaded, states(loaded, [row]))
+        torch.testing.assert_close(logits[i], own_logits[0], rtol=1e-4, atol=1e-4)
+        assert logits[i].argmax() == own_logits[0].argmax()
+        assert positions[i, -1] == own_positions[0, -1]
+        if row.meter_layer is not None:
+            assert math.isclose(values[i], own_values[0], rel_tol=1e-4, abs_tol=1e-4)
+    assert hooks_left(loaded.model) == 0
+    return positions
+
+
 def test_prompt_keys_group_rows_pushed_alike_on_their_prompts(tiny_qwen2, vectors):
     a, b = vectors
     key = lambda steering: prompt_key(states(tiny_qwen2, [Row(CONVERSATIONS[0], steering)])[0].plan)  # noqa: E731
@@ -86,17 +102,7 @@ def test_shared_prefill_gives_each_row_its_own_first_logits_and_meter(tiny_qwen2
     ]
     together = states(tiny_qwen2, rows)
     assert len(shared_starts(together)) == 2
-    _, mask, positions, logits, values = prefill(tiny_qwen2, together)
-    assert mask.sum(dim=1).tolist() == [len(r.prompt.input_ids) for r in together]
-    for i, row in enumerate(rows):
-        alone = states(tiny_qwen2, [row])
-        _, _, own_positions, own_logits, own_values = prefill(tiny_qwen2, alone)
-        torch.testing.assert_close(logits[i], own_logits[0], rtol=1e-4, atol=1e-4)
-        assert logits[i].argmax() == own_logits[0].argmax()
-        assert positions[i, -1] == own_positions[0, -1]
-        if row.meter_layer is not None:
-            assert math.isclose(values[i], own_values[0], rel_tol=1e-4, abs_tol=1e-4)
-    assert hooks_left(tiny_qwen2.model) == 0
+    assert_prefilled_as_if_alone(tiny_qwen2, rows, together)
 
 
 def test_rows_that_share_a_start_get_their_solo_greedy_reply(tiny_qwen2, vectors):
@@ -161,15 +167,8 @@ def test_rows_of_very_different_lengths_prefill_in_several_passes_as_if_alone(ti
         for i in members:
             rests[i] -= shared
     assert len(length_groups(rests, PASS_COST_POSITIONS)) > 1
-    _, mask, positions, logits, values = prefill(tiny_qwen2, together)
-    assert mask.sum(dim=1).tolist() == lengths
-    for i, row in enumerate(rows):
-        _, _, own_positions, own_logits, own_values = prefill(tiny_qwen2, states(tiny_qwen2, [row]))
-        torch.testing.assert_close(logits[i], own_logits[0], rtol=1e-4, atol=1e-4)
-        assert positions[i, -1] == own_positions[0, -1] == lengths[i] - 1
-        if row.meter_layer is not None:
-            assert math.isclose(values[i], own_values[0], rel_tol=1e-4, abs_tol=1e-4)
-    assert hooks_left(tiny_qwen2.model) == 0
+    positions = assert_prefilled_as_if_alone(tiny_qwen2, rows, together)
+    assert positions[:, -1].tolist() == [n - 1 for n in lengths]
 
 
 def test_rows_prefilled_in_several_passes_get_their_solo_greedy_reply(tiny_qwen2, vectors):
