@@ -40,6 +40,7 @@ from steering.api import OpenAIApi
 from steering.catalog import MAX_UPLOAD_MB, VectorCatalog
 from steering.chat import ChatRequest, language_notice, stream_turn
 from steering.data import DatasetError
+from steering.judge import prepare as prepare_judge
 from steering.layer_band import band_of, band_spec
 from steering.messages import localized
 from steering.meter import default_meter_layer
@@ -315,21 +316,24 @@ def chat_request(message, path, layers, strength, scale, apply_to, max_new_token
 def chat_views(*fields, lang: str = "en", meter: bool = False):
     """The plain and steered replies of one turn (chat_request's fields) as views (see chat.stream_turn);
     library errors come out raised."""
-    r = chat_request(*fields)
-    warning = strength_warning(r.steering)  # a non-finite strength is refused here
-    if warning:
-        toast("warning", warning, lang)
-    notice = language_notice(r.turn.message, model_lang(r.loaded.spec))
-    if notice:
-        toast("info", notice, lang)
-    reply_lang = S.default_lang(r.vector.meta.lang, r.loaded.spec)
-    on_notice = lambda text: toast("info", text, lang)  # noqa: E731
-    meter_layer = default_meter_layer(r.steering, r.loaded.num_layers) if meter else None
-    turns = stream_turn(
-        r.loaded, r.turn, r.steering, r.settings, reply_lang, on_notice=on_notice, scheduler=SCHEDULER,
-        meter_layer=meter_layer, ui_lang=lang,
-    )  # fmt: skip
+    with SCHEDULER.incoming():  # turns sent together share one prefill, however long each takes to check
+        r = chat_request(*fields)
+        warning = strength_warning(r.steering)  # a non-finite strength is refused here
+        if warning:
+            toast("warning", warning, lang)
+        notice = language_notice(r.turn.message, model_lang(r.loaded.spec))
+        if notice:
+            toast("info", notice, lang)
+        reply_lang = S.default_lang(r.vector.meta.lang, r.loaded.spec)
+        on_notice = lambda text: toast("info", text, lang)  # noqa: E731
+        meter_layer = default_meter_layer(r.steering, r.loaded.num_layers) if meter else None
+        turns = stream_turn(
+            r.loaded, r.turn, r.steering, r.settings, reply_lang, on_notice=on_notice, scheduler=SCHEDULER,
+            meter_layer=meter_layer, ui_lang=lang,
+        )  # fmt: skip
+        first = next(turns)  # (its rows are submitted)
     with closing(turns) as views:  # when the client goes away, its rows leave SCHEDULER's batch at the next token
+        yield first
         yield from views
 
 
@@ -493,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     LOG.warning(RULES.describe())
     if args.model:
         HOLDER.load(args.model)
+    prepare_judge()  # (0.4 s now, or the first replies judged under load stall every other request)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(api=RULES.serve_api))
 
 

@@ -172,7 +172,8 @@ class OpenAIApi:
             if not isinstance(body, dict):
                 raise bad_request("the request body must be a JSON object")
             loaded = await self._loaded()
-            job = await run_in_threadpool(self._submit, loaded, body)
+            with self.scheduler.incoming():  # requests sent together share one prefill
+                job = await run_in_threadpool(self._submit, loaded, body)
         except ApiError as exc:
             return exc.response()
         if job["stream"]:

@@ -27,6 +27,7 @@ from .metadata import VectorMeta
 from .models import LoadedModel
 from .readers import rendered
 from .settings import model_lang
+from .vector_cache import VectorFileCache
 from .vector_files import SUFFIXES, load_vector, sidecar_path, unique_path
 from .vectors import SteeringVector, VectorFileError, check_fits
 
@@ -84,11 +85,14 @@ def preferred_vector(loaded: LoadedModel, metas: dict[str, VectorMeta]) -> str |
     return max(metas, key=rank) if metas else None
 
 
+FILES = VectorFileCache(load_vector)  # every catalog's reads: a file unchanged since its last read is not read again
+
+
 def _load(path: str | Path) -> SteeringVector:
-    """load_vector, with an ImportError (a format whose reader is not installed) as a VectorFileError that says so
-    in either language."""
+    """load_vector (through FILES), with an ImportError (a format whose reader is not installed) as a VectorFileError
+    that says so in either language."""
     try:
-        return load_vector(path)
+        return FILES.read(path)
     except ImportError as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise VectorFileError(READER_MISSING(path=path, reason=reason)) from None

@@ -10,10 +10,13 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from . import fluency
 from .fluency import judge_fluency, onset_token
 from .style import style_score
 
 AASHI = "あーし"
+# replies cut inside their last word: judging them loads everything the judge reads (`prepare`)
+WARM_UP_TEXTS = {"en": "Hey bestie, that is totally a wonderf", "ja": "まじでうれしいんだけど、今日はいい天"}
 
 
 @dataclass
@@ -45,6 +48,15 @@ def score_reply(text: str, lang: str, tokenizer=None) -> ReplyScore:
         onset_token=onset_token(tokenizer, text, verdict.onset_char) if tokenizer is not None else None,
         unknown_share=verdict.unknown_share,
     )
+
+
+def prepare(langs: Sequence[str] = tuple(WARM_UP_TEXTS)) -> None:
+    """Load what judging `langs` reads (word lists, the marker lexicons, the Japanese tokenizer) now. The first
+    reply judged otherwise pays 0.15 to 0.25 s of pure Python, holding the GIL: a server calls this at start, so that
+    the first replies it judges under load do not stall every other request."""
+    for lang in langs:
+        fluency.prepare(lang)
+        score_reply(WARM_UP_TEXTS[lang], lang)
 
 
 def summarize_scores(scores: Sequence[ReplyScore], lang: str) -> dict:

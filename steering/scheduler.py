@@ -28,7 +28,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .checks import check_int
@@ -97,7 +98,9 @@ class Scheduler:
     to end); max_queue: requests that may wait (beyond it, SchedulerBusy). Before a batch starts from empty the
     worker gathers: it waits until no request has arrived for `gather_seconds`, at most `max_gather_seconds` in
     all, so a burst of callers is prefilled together (sharing their common prompt start, prefill.py); a lone
-    request waits `gather_seconds`. Once a batch runs, waiting requests join it at its next step.
+    request waits `gather_seconds`. A caller that takes a while to make its request ready (checking its fields,
+    reading a vector file) announces it with `incoming`, and the gathering waits for it too. Once a batch runs,
+    waiting requests join it at its next step.
     prefix_cache_tokens: how many tokens of ended rows' keys and values to keep for later prompts that begin with
     them, such as a chat's next turn (prefix_cache.py; 0, the default: none).
     """
@@ -121,6 +124,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._running: list[Ticket] = []
+        self._incoming = 0  # requests announced (`incoming`) and not yet submitted
         self._worker: threading.Thread | None = None
 
     # ---------------------------------------------------------------- callers
@@ -142,6 +146,21 @@ class Scheduler:
             prompt = prepare_prompt(loaded, row.messages, settings)
             states.append(RowState(prompt, plan_row(loaded, row.steering), settings, stops, min_new, meter))
         return Ticket(loaded, states)
+
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce a request on its way to `submit` (inside the block): a batch gathering from empty waits for it
+        (at most max_gather_seconds in all). Eight page sessions sending their next turns together finish checking
+        them tens of milliseconds apart; without it, one that came after a quiet gap missed their shared prefill
+        and waited for it. A block left without a submit (a refused request) stops the wait."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify_all()
 
     def submit(self, loaded: LoadedModel, rows: Sequence[Row]) -> Ticket:
         """Queue a request; its rows join the live batch at its next step. ValueError for a bad row, SchedulerBusy when
@@ -215,20 +234,21 @@ class Scheduler:
         return batch
 
     def _gather(self) -> None:
-        """Wait for a quiet gap of gather_seconds with no new request (at most max_gather_seconds)."""
+        """Wait for a quiet gap of gather_seconds with no new request and none announced (`incoming`), at most
+        max_gather_seconds in all."""
         if not self.gather_seconds:
             return
         deadline = time.perf_counter() + self.max_gather_seconds
-        with self._cond:
-            seen = len(self._queue)
         while True:
+            with self._cond:  # announced requests first: their submits (or refusals) end the wait
+                self._cond.wait_for(lambda: not self._incoming, max(0.0, deadline - time.perf_counter()))
+                seen = len(self._queue)
             time.sleep(min(self.gather_seconds, max(0.0, deadline - time.perf_counter())))
             with self._cond:
-                now = len(self._queue)
+                quiet = len(self._queue) == seen and not self._incoming
                 rows = sum(len(t) for t in self._queue)
-            if now == seen or rows >= self.max_batch_rows or time.perf_counter() >= deadline:
+            if quiet or rows >= self.max_batch_rows or time.perf_counter() >= deadline:
                 return
-            seen = now
 
     def _loop(self) -> None:
         live: LiveBatch | None = None

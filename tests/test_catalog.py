@@ -101,7 +101,7 @@ def test_a_missing_reader_package_is_a_bilingual_refusal(catalog, tiny_qwen2, mo
     def no_reader(path):
         raise ImportError("No module named 'gguf'")
 
-    monkeypatch.setattr(catalog_module, "load_vector", no_reader)
+    monkeypatch.setattr(catalog_module.FILES, "load", no_reader)
     with pytest.raises(VectorFileError, match="a Python package its format needs is missing") as info:
         catalog.open(shared, [])
     assert "No module named 'gguf'" in str(info.value) and not has_japanese(str(info.value))

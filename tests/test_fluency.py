@@ -113,6 +113,13 @@ def test_a_reply_cut_at_the_token_limit_is_not_broken():
         assert not judge_fluency(text, "en").broken
 
 
+def test_only_the_start_of_a_common_word_counts_as_cut_at_the_token_limit():
+    cut, after_it, no_word_starts_so = (
+        judge_fluency(f"What a day, it is really {end}", "en") for end in ("wonderf", "wonderf.", "wonderfx")
+    )
+    assert cut.unknown_share == 0 < after_it.unknown_share == no_word_starts_so.unknown_share
+
+
 def test_japanese_gibberish_and_language_switches_are_broken():
     assert judge_fluency("あーし的にはマジで罏菕匮漤轱谲臔瓒謁篔颬槵躙忓爓", "ja").broken  # rare (Chinese) characters
     assert judge_fluency("マジでヘドワヲセョマベャヂエョアガピ", "ja").broken  # impossible katakana

@@ -63,3 +63,14 @@ def test_summary_counts_gal_and_readable_separately():
     assert s["replies"] == 3 and s["marker_share"] == pytest.approx(2 / 3)
     assert s["broken_share"] == pytest.approx(1 / 3) and s["gal_readable_share"] == pytest.approx(1 / 3)
     assert s["median_onset"] is not None
+
+
+def test_prepare_loads_the_word_list_the_first_cut_reply_needs():
+    from steering import fluency
+    from steering.judge import prepare
+
+    fluency._common_words.cache_clear()
+    prepare(("en",))
+    assert fluency._common_words.cache_info().currsize == 1
+    assert not score_reply("The best way is to keep it between 20% and 80% so the batt", "en").broken
+    assert fluency._common_words.cache_info().misses == 1  # (built by prepare, not by the reply)

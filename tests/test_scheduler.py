@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 
 import pytest
 
@@ -306,3 +306,48 @@ def test_a_reader_with_a_minimum_interval_gets_fewer_updates_and_the_same_reply(
     halves = list(scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT, every=2))
     assert halves[-1].texts == every[-1].texts
     assert len(halves) <= 14  # 24 steps: the first token, then every second step (or the end)
+
+
+def announced_late(loaded, scheduler, announce: bool, submit: bool = True) -> list:
+    """One request submitted at once and one 0.3 s later (six quiet gaps of gather_seconds), announced with
+    `incoming` from before the first when `announce` (a late caller that does not `submit` leaves its announcement
+    without a request). Returns both tickets (the second None when it did not submit)."""
+    row = Row(CONVERSATIONS[0], None, greedy(4))
+    ready, tickets = threading.Event(), [None, None]
+
+    def late() -> None:
+        with scheduler.incoming() if announce else nullcontext():
+            ready.set()
+            time.sleep(0.3)  # checking its fields, reading its vector...
+            if submit:
+                tickets[1] = scheduler.submit(loaded, [row])
+
+    caller = threading.Thread(target=late)
+    caller.start()
+    ready.wait(WAIT)
+    tickets[0] = scheduler.submit(loaded, [row])
+    caller.join(WAIT)
+    for ticket in filter(None, tickets):
+        ticket.result(timeout=WAIT)
+    return tickets
+
+
+def test_a_request_announced_as_incoming_joins_the_burst_it_was_sent_with(tiny_qwen2):
+    for announce, admissions in ((True, [2]), (False, [1, 1])):
+        scheduler = Scheduler(max_batch_rows=8, max_queue=8, gather_seconds=0.05, max_gather_seconds=10)
+        try:
+            announced_late(tiny_qwen2, scheduler, announce)
+            assert list(scheduler.stats.recent_batches) == admissions, announce
+        finally:
+            scheduler.close()
+
+
+def test_an_announcement_left_without_a_request_ends_the_wait(tiny_qwen2):
+    """The announced caller gives up (a refused request): the burst starts then, not at max_gather_seconds."""
+    scheduler = Scheduler(max_batch_rows=8, max_queue=8, gather_seconds=0.05, max_gather_seconds=30)
+    try:
+        first, gone = announced_late(tiny_qwen2, scheduler, announce=True, submit=False)
+        assert gone is None and list(scheduler.stats.recent_batches) == [1]
+        assert first.started - first.submitted < 10  # (0.35 s: the announcement, then one quiet gap)
+    finally:
+        scheduler.close()
