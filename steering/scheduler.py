@@ -183,9 +183,10 @@ class Scheduler:
         return self.submit(loaded, rows).result(timeout)
 
     def load(self) -> dict:
-        """Waiting requests and running rows now (for a status line or a health check)."""
+        """Waiting requests, running rows and announced requests (`incoming`) now (a status line, a health check)."""
         with self._cond:
-            return {"waiting": len(self._queue), "running_rows": sum(len(t) for t in self._running if not t.done)}
+            running = sum(len(t) for t in self._running if not t.done)
+            return {"waiting": len(self._queue), "running_rows": running, "incoming": self._incoming}
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop taking requests, fail the waiting ones, cancel the running batch and wait for the worker."""

@@ -188,6 +188,21 @@ def test_chat_steered_differs_and_hooks_are_removed(url, vector_path):
     assert hooks_left(app.HOLDER.loaded.model) == 0
 
 
+def test_a_chat_turn_is_announced_to_the_scheduler_until_its_rows_are_submitted(url, vector_path, monkeypatch):
+    """Turns sent together share one prefill however long each takes to check: the check runs announced."""
+    announced = []
+    check = app.chat_request
+
+    def watched(*fields):
+        announced.append(app.SCHEDULER.load()["incoming"])
+        return check(*fields)
+
+    monkeypatch.setattr(app, "chat_request", watched)
+    plain, steered, *_ = chat(url, vector_path[0], 4.0)
+    assert announced == [1] and text_of(steered[1])
+    assert app.SCHEDULER.load()["incoming"] == 0
+
+
 def test_chat_modes_and_half_life_reach_the_steering(url, vector_path):
     """Each mode steers (the extracted vector records the projections clamp needs), and a half-life decays the push
     so the reply differs from the constant one."""

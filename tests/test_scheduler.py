@@ -142,7 +142,7 @@ def test_bad_rows_are_refused_before_queueing(tiny_qwen2, vectors, scheduler):
         scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[0], None, greedy(4), stop=[""])])
     with pytest.raises(ValueError, match="at least one row"):
         scheduler.submit(tiny_qwen2, [])
-    assert scheduler.load() == {"waiting": 0, "running_rows": 0}
+    assert scheduler.load() == {"waiting": 0, "running_rows": 0, "incoming": 0}
 
 
 def test_seeded_sampling_does_not_depend_on_batch_mates(tiny_qwen2, vectors, scheduler):
@@ -309,7 +309,7 @@ def test_a_reader_with_a_minimum_interval_gets_fewer_updates_and_the_same_reply(
 
 
 def announced_late(loaded, scheduler, announce: bool, submit: bool = True) -> list:
-    """One request submitted at once and one 0.3 s later (six quiet gaps of gather_seconds), announced with
+    """One request submitted at once and one 0.2 s later (four quiet gaps of gather_seconds), announced with
     `incoming` from before the first when `announce` (a late caller that does not `submit` leaves its announcement
     without a request). Returns both tickets (the second None when it did not submit)."""
     row = Row(CONVERSATIONS[0], None, greedy(4))
@@ -318,13 +318,14 @@ def announced_late(loaded, scheduler, announce: bool, submit: bool = True) -> li
     def late() -> None:
         with scheduler.incoming() if announce else nullcontext():
             ready.set()
-            time.sleep(0.3)  # checking its fields, reading its vector...
+            time.sleep(0.2)  # checking its fields, reading its vector...
             if submit:
                 tickets[1] = scheduler.submit(loaded, [row])
 
     caller = threading.Thread(target=late)
     caller.start()
     ready.wait(WAIT)
+    assert scheduler.load()["incoming"] == int(announce)  # (the late caller is still checking its request)
     tickets[0] = scheduler.submit(loaded, [row])
     caller.join(WAIT)
     for ticket in filter(None, tickets):
@@ -348,6 +349,6 @@ def test_an_announcement_left_without_a_request_ends_the_wait(tiny_qwen2):
     try:
         first, gone = announced_late(tiny_qwen2, scheduler, announce=True, submit=False)
         assert gone is None and list(scheduler.stats.recent_batches) == [1]
-        assert first.started - first.submitted < 10  # (0.35 s: the announcement, then one quiet gap)
+        assert first.started - first.submitted < 10  # (0.25 s: the announcement, then one quiet gap)
     finally:
         scheduler.close()
