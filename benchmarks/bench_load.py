@@ -1,12 +1,15 @@
 """Load on the app: latency, time to first token and throughput with 1, 4, 8 and 16 concurrent sessions, through the
 page's chat endpoint and through the OpenAI-compatible API, in one run.
 
-    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--tokens 32] [--threads N] [--queue-poll S]
+    python -m benchmarks.bench_load [--sessions 1,4,8,16] [--requests 3] [--rounds 1] [--tokens 32] [--threads N]
+                                    [--queue-poll S] [--paths page,v1,direct]
 
 The app runs as `python app.py` does, in a process of its own (benchmarks/load_server.py) on a free 127.0.0.1 port,
 with the bundled model, the shipped English vector and /v1 beside the page; the clients are threads of this
 process, as they would be elsewhere in real use. Each session sends `requests` requests one after another; all
-sessions of a level start together.
+sessions of a level start together. With `--rounds R` every level runs R times, the levels taking turns (1, 4, 8,
+16, 1, 4, ...) in fresh sessions, and each line pools its level's rounds: this machine's speed drifts over
+minutes, and taking turns measures every level across the same drift.
 
     page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what gradio_client uses): plain + steered
           columns, 2 rows per request; each client session keeps one gradio session, as an open page does, so
@@ -176,12 +179,13 @@ def wait_for(http, url: str, server, seconds: float = 300) -> None:
     raise SystemExit(f"the server did not answer {url} in {seconds} s")
 
 
-def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
-    """`sessions` threads released together, each sending `requests` calls one after another in its own session;
-    `turns` holds each session's (prompt, replies) in order (None for a failed request)."""
+def run_level(sessions: int, requests: int, call, prompt_for, tag: str = "") -> dict:
+    """`sessions` threads released together, each sending `requests` calls one after another in its own session
+    (named after `tag`, the level and the thread); `turns` holds each session's (prompt, replies) in order (None for
+    a failed request)."""
     latencies: list[float] = []
     firsts: list[float] = []
-    turns: dict[str, list] = {f"bench-{sessions}-{w}": [] for w in range(sessions)}
+    turns: dict[str, list] = {f"bench-{tag}{sessions}-{w}": [] for w in range(sessions)}
     errors: list[BaseException] = []
     lock, start = threading.Lock(), threading.Barrier(sessions + 1)
 
@@ -189,7 +193,7 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
         start.wait()
         for r in range(requests):
             t0 = time.perf_counter()
-            prompt, session = prompt_for(w, r), f"bench-{sessions}-{w}"
+            prompt, session = prompt_for(w, r), f"bench-{tag}{sessions}-{w}"
             try:
                 first, texts = call(prompt, session)
             except Exception as exc:  # noqa: BLE001 - counted and reported
@@ -212,6 +216,14 @@ def run_level(sessions: int, requests: int, call, prompt_for) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     return {"latencies": latencies, "firsts": firsts, "errors": errors, "wall": wall, "turns": turns}
+
+
+def pooled(rounds: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """One level's rounds as one: (run_level's result, scheduler counters) with every request, the walls and the
+    counters added up."""
+    level = {key: [x for result, _ in rounds for x in result[key]] for key in ("latencies", "firsts", "errors")}
+    level["wall"] = sum(result["wall"] for result, _ in rounds)
+    return level, {k: sum(counted[k] for _, counted in rounds) for k in COUNTERS}
 
 
 def replayed_alone(call, turns: dict[str, list]) -> tuple[int, int]:
@@ -244,6 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", default="1,4,8,16", help="comma-separated concurrency levels")
     parser.add_argument("--requests", type=int, default=3, help="requests per concurrent session")
+    parser.add_argument("--rounds", type=int, default=1, help="times each level runs, the levels taking turns")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per row (forced length)")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads (default: torch's own, as `python app.py` runs)"
@@ -288,7 +301,8 @@ def main() -> None:
             calls[path][1](prompts[0], "warm-up")
         print(
             f"bundled model ({info['model']}), greedy, {args.tokens} new tokens per row, server torch threads "
-            f"{info['threads']}, {args.requests} requests per session, {os.cpu_count()} CPUs, scheduler: "
+            f"{info['threads']}, {args.requests} requests per session, {args.rounds} round(s), {os.cpu_count()} CPUs, "
+            "scheduler: "
             f"{info['max_batch_rows']} rows at most, gradio's queue polls every {1000 * info['queue_poll']:g} ms"
         )
         header = (
@@ -300,15 +314,18 @@ def main() -> None:
         for path in paths:
             rows, call = calls[path]
             together: dict[str, list] = {}  # each session's turns when sent with others
+            rounds: dict[int, list] = {n: [] for n in levels}
+            for r in range(args.rounds):
+                for n in levels:
+                    before = counters[path]()
+                    level = run_level(n, args.requests, call, lambda w, t: prompts[(w * args.requests + t) % len(prompts)],
+                                      tag=f"r{r}-" if args.rounds > 1 else "")  # fmt: skip
+                    after = counters[path]()
+                    rounds[n].append((level, {k: after[k] - before[k] for k in COUNTERS}))
+                    if n > 1:
+                        together.update(level["turns"])
             for n in levels:
-                before = counters[path]()
-                level = run_level(n, args.requests, call, lambda w, r: prompts[(w * args.requests + r) % len(prompts)])
-                after = counters[path]()
-                print_level(
-                    path, n, rows, args.tokens, level, {k: after[k] - before[k] for k in before if k in COUNTERS}
-                )
-                if n > 1:
-                    together.update(level["turns"])
+                print_level(path, n, rows, args.tokens, *pooled(rounds[n]))
             same, total = replayed_alone(call, together)
             print(f"{path}: {same}/{total} replies identical to the same session's requests sent alone")
     finally:
