@@ -7,7 +7,8 @@ page's chat endpoint and through the OpenAI-compatible API, in one run.
 The app runs as `python app.py` does, in a process of its own (benchmarks/load_server.py) on a free 127.0.0.1 port,
 with the bundled model, the shipped English vector and /v1 beside the page; the clients are threads of this
 process, as they would be elsewhere in real use. Each session sends `requests` requests one after another; all
-sessions of a level start together. With `--rounds R` every level runs R times, the levels taking turns (1, 4, 8,
+sessions of a level start together, with the app's prefix cache emptied first (levels and rounds share prompts:
+no level finds its first turns cached by an earlier one). With `--rounds R` every level runs R times, the levels taking turns (1, 4, 8,
 16, 1, 4, ...) in fresh sessions, and each line pools its level's rounds: this machine's speed drifts over
 minutes, and taking turns measures every level across the same drift.
 
@@ -293,9 +294,11 @@ def main() -> None:
         "v1": (1, lambda prompt, session: api_chat(client, prompt, args.tokens, session)),
     }
     counters = {path: lambda: http.get(f"{url}/v1/bench/stats").json() for path in calls}
+    forget = {path: lambda: http.post(f"{url}/v1/bench/forget").raise_for_status() for path in calls}
     if "direct" in paths:
         direct = DirectChat(args.tokens)
         calls["direct"], counters["direct"] = (2, direct), direct.counters
+        forget["direct"] = direct.scheduler.prefix_cache.clear
     try:
         for path in paths:  # warm-up: first forward passes, the server's first events
             calls[path][1](prompts[0], "warm-up")
@@ -317,6 +320,7 @@ def main() -> None:
             rounds: dict[int, list] = {n: [] for n in levels}
             for r in range(args.rounds):
                 for n in levels:
+                    forget[path]()  # no level finds its first prompts cached by an earlier one (or the warm-up)
                     before = counters[path]()
                     level = run_level(n, args.requests, call, lambda w, t: prompts[(w * args.requests + t) % len(prompts)],
                                       tag=f"r{r}-" if args.rounds > 1 else "")  # fmt: skip

@@ -1,5 +1,6 @@
 """The app as bench_load measures it: `python app.py` on 127.0.0.1 in a process of its own (its clients are not in
-it), with every row forced to the same length and the scheduler's counters at GET /v1/bench/stats.
+it), with every row forced to the same length, the scheduler's counters at GET /v1/bench/stats, and POST /v1/bench/forget
+to empty its prefix cache (between levels).
 
     python -m benchmarks.load_server --port 7861 --tokens 32
 """
@@ -68,6 +69,7 @@ def main() -> None:
         }
 
     app.API.router.add_api_route("/bench/stats", stats, methods=["GET"])
+    app.API.router.add_api_route("/bench/forget", app.SCHEDULER.prefix_cache.clear, methods=["POST"])
     app.main(["--host", "127.0.0.1", "--port", str(args.port)])
 
 
