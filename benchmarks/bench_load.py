@@ -91,7 +91,8 @@ def page_chat(
             elif line.startswith("data: "):
                 if event == "error":
                     raise RuntimeError(f"/chat failed: {line}")
-                if event in ("generating", "complete"):
+                # (the client's CPU is this machine's too: after the first text, only the end is read)
+                if event == "complete" or (event == "generating" and first is None):
                     columns = json.loads(line[len("data: ") :])[:2]
                     replies = [text_of(m[-1]) if m else "" for m in columns]
                 if event == "generating" and first is None and any(r not in ("", "…") for r in replies):
