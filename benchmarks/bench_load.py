@@ -8,9 +8,9 @@ The app runs as `python app.py` does, in a process of its own (benchmarks/load_s
 with the bundled model, the shipped English vector and /v1 beside the page; the clients are threads of this
 process, as they would be elsewhere in real use. Each session sends `requests` requests one after another; all
 sessions of a level start together, with the app's prefix cache emptied first (levels and rounds share prompts:
-no level finds its first turns cached by an earlier one). With `--rounds R` every level runs R times, the levels taking turns (1, 4, 8,
-16, 1, 4, ...) in fresh sessions, and each line pools its level's rounds: this machine's speed drifts over
-minutes, and taking turns measures every level across the same drift.
+no level finds its first turns cached by an earlier one). With `--rounds R` every level runs R times, the levels
+taking turns (1, 4, 8, 16, 1, 4, ...) in fresh sessions, and each line pools its level's rounds: this machine's
+speed drifts over minutes, and taking turns measures every level across the same drift.
 
     page  the Chat tab's endpoint (gradio's /gradio_api/call/chat, what gradio_client uses): plain + steered
           columns, 2 rows per request; each client session keeps one gradio session, as an open page does, so

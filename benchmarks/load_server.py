@@ -1,6 +1,6 @@
 """The app as bench_load measures it: `python app.py` on 127.0.0.1 in a process of its own (its clients are not in
-it), with every row forced to the same length, the scheduler's counters at GET /v1/bench/stats, and POST /v1/bench/forget
-to empty its prefix cache (between levels).
+it), with every row forced to the same length, the scheduler's counters at GET /v1/bench/stats, and
+POST /v1/bench/forget to empty its prefix cache (between levels).
 
     python -m benchmarks.load_server --port 7861 --tokens 32
 """

@@ -10,12 +10,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import fluency
 from .fluency import judge_fluency, onset_token
+from .fluency import prepare as prepare_word_lists
 from .style import style_score
 
 AASHI = "あーし"
-# replies cut inside their last word: judging them loads everything the judge reads (`prepare`)
+# one reply per language: judging it loads the marker lexicons, wordfreq and (Japanese) MeCab (`prepare`)
 WARM_UP_TEXTS = {"en": "Hey bestie, that is totally a wonderf", "ja": "まじでうれしいんだけど、今日はいい天"}
 
 
@@ -55,7 +55,7 @@ def prepare(langs: Sequence[str] = tuple(WARM_UP_TEXTS)) -> None:
     reply judged otherwise pays 0.15 to 0.25 s of pure Python, holding the GIL: a server calls this at start, so that
     the first replies it judges under load do not stall every other request."""
     for lang in langs:
-        fluency.prepare(lang)
+        prepare_word_lists(lang)
         score_reply(WARM_UP_TEXTS[lang], lang)
 
 
