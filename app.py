@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import html
+import importlib.util
 import logging
 import os
 import sys
@@ -19,6 +20,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # must be set before gradio is
 # Gradio's queue rebuilds a pandas summary of its last 10,000 events after EVERY event (O(n) under the GIL): a busy
 # page slowed down as events piled up. Summarise every 1,000 events instead (nothing here reads the summary).
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+# Gradio imports matplotlib before and after EVERY event and streamed update (to switch its backend). This app draws
+# no matplotlib plots and does not install it, and each failed import searches sys.path again: say once it is absent.
+if importlib.util.find_spec("matplotlib") is None:
+    sys.modules["matplotlib"] = None  # type: ignore[assignment]
 
 import gradio as gr
 

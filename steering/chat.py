@@ -24,9 +24,11 @@ from .judge import ReplyScore, score_reply
 from .messages import Message, Text, localized
 
 SIDES = ("plain", "steered")  # the chat columns, in row order of the batched generate call
-# a page gets an update every second token, at most 10 a second: each update costs the server's event loop several
-# milliseconds of CPU (gradio's event, diff and message), which under load competes with the generation
+# A page gets an update every second token, at most 10 a second. Each update costs the web server about 3 ms of CPU
+# (gradio's event, postprocessing, diff and message), taken from the generation: under load the pages' updates share
+# a budget of PAGE_UPDATES_PER_SECOND, so with 8 chats running each gets one every half second (page_update_interval).
 PAGE_UPDATE_SECONDS, PAGE_UPDATE_TOKENS = 0.1, 2
+PAGE_UPDATES_PER_SECOND = 16
 # Each column's label: a messages.Message (its English str; `.in_lang("ja")` or column_label for the page's).
 LABELS: dict[str, Message] = {"plain": Text(en="Plain", ja="ふつう")(), "steered": Text(en="Steered", ja="ギャル")()}
 History = dict[str, list[dict]]
@@ -216,6 +218,12 @@ def decoding(max_new_tokens: float, temperature: float, seed: float, repetition_
     )
 
 
+def page_update_interval(scheduler) -> float:
+    """Seconds between a page's updates now: PAGE_UPDATE_SECONDS, or longer while so many requests run in
+    `scheduler` that their updates together would pass PAGE_UPDATES_PER_SECOND."""
+    return max(PAGE_UPDATE_SECONDS, scheduler.load()["running"] / PAGE_UPDATES_PER_SECOND)
+
+
 def stream_turn(
     loaded,
     turn: Turn,
@@ -234,7 +242,7 @@ def stream_turn(
 
     With a `scheduler` (steering.scheduler.Scheduler) the two rows (plain, and steered) join the scheduler's running
     batch, with every other chat, instead of a generate call of their own; views come every PAGE_UPDATE_TOKENS
-    tokens (at most every PAGE_UPDATE_SECONDS); closing the iterator cancels the rows.
+    tokens, at most one per page_update_interval; closing the iterator cancels the rows.
     Its SchedulerBusy and ValueError come at the first step, before any view.
 
     With `meter_layer` (see meter.default_meter_layer) both rows record the gyaru meter at that layer during the
@@ -278,7 +286,8 @@ def stream_turn(
             on_notice(ticket.notice)
         yield turn.view(texts, False, lang, ui_lang, meter(None))
         update = None
-        for update in ticket.updates(min_interval=PAGE_UPDATE_SECONDS, every=PAGE_UPDATE_TOKENS):
+        interval = lambda: page_update_interval(scheduler)  # noqa: E731
+        for update in ticket.updates(min_interval=interval, every=PAGE_UPDATE_TOKENS):
             if update.done:  # the final view below shows it (one server round trip less per reply)
                 break
             yield turn.view(update.texts, False, lang, ui_lang, meter(update.pieces))

@@ -183,10 +183,17 @@ class Scheduler:
         return self.submit(loaded, rows).result(timeout)
 
     def load(self) -> dict:
-        """Waiting requests, running rows and announced requests (`incoming`) now (a status line, a health check)."""
+        """Waiting requests, running requests and their rows, and announced requests (`incoming`) now (a status
+        line, a health check, a page pacing its updates)."""
         with self._cond:
-            running = sum(len(t) for t in self._running if not t.done)
-            return {"waiting": len(self._queue), "running_rows": running, "incoming": self._incoming}
+            running = [t for t in self._running if not t.done]
+            rows = sum(len(t) for t in running)
+            return {
+                "waiting": len(self._queue),
+                "running": len(running),
+                "running_rows": rows,
+                "incoming": self._incoming,
+            }
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop taking requests, fail the waiting ones, cancel the running batch and wait for the worker."""

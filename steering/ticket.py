@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from .meter import Piece
@@ -97,20 +97,23 @@ class Ticket:
         if not self._done:
             self.cancel()
 
-    def updates(self, timeout: float | None = None, min_interval: float = 0.0, every: int = 1) -> Iterator[Update]:
+    def updates(
+        self, timeout: float | None = None, min_interval: float | Callable[[], float] = 0.0, every: int = 1
+    ) -> Iterator[Update]:
         """Each change of this request's rows (from its first token) until all ended; coalesced: a slow reader skips
         to the latest. A reader whose every update is costly (a web page) can ask for fewer, larger ones: at most
-        one per `min_interval` seconds and per `every` steps (the first token and the end come at once). Raises what
-        the generation raised; TimeoutError after `timeout` seconds without news. Closing the iterator early cancels
-        the request."""
+        one per `min_interval` seconds (a number, or a function asked before each update) and per `every` steps (the
+        first token and the end come at once). Raises what the generation raised; TimeoutError after `timeout`
+        seconds without news. Closing the iterator early cancels the request."""
         seen, shown = 0, 0.0  # version 0: nothing generated yet; when the last update was yielded
         try:
             while True:
+                interval = min_interval() if callable(min_interval) else min_interval  # (asked outside the lock)
                 with self._cond:
                     step = 1 if not seen else every  # one version per step the request took part in
                     if not self._cond.wait_for(lambda s=seen + step: self._version >= s or self._done, timeout):
                         raise TimeoutError(f"no progress in {timeout} s")
-                    rest = shown + min_interval - time.perf_counter()
+                    rest = shown + interval - time.perf_counter()
                     if seen and rest > 0:
                         self._cond.wait_for(lambda: self._done, rest)  # news keeps coming meanwhile
                     seen, update = self._news(seen)

@@ -89,6 +89,20 @@ def test_the_launched_queue_looks_for_events_every_10_ms(client):
     assert client.predict(api_name="/startup") is not None
 
 
+def test_gradios_matplotlib_import_around_every_event_fails_at_once_when_it_is_absent(client):
+    """Gradio imports matplotlib before and after every event and streamed update; the app says once that it is
+    absent (when it is), instead of every try searching sys.path, and events still run."""
+    import importlib.util
+    import sys
+
+    if sys.modules.get("matplotlib", "not marked") is not None:  # the app marks it only where it is not installed
+        pytest.skip("matplotlib is installed here")
+    assert importlib.util.find_spec("matplotlib") is None
+    with pytest.raises(ImportError):
+        import matplotlib  # noqa: F401
+    assert client.predict(api_name="/startup") is not None
+
+
 def test_endpoints_are_named(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/load_model", "/extract", "/layers", "/chat", "/sweep", "/apply_best", "/apply_cell"} <= names

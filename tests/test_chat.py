@@ -12,6 +12,8 @@ import torch
 
 from steering.chat import (
     LABELS,
+    PAGE_UPDATE_SECONDS,
+    PAGE_UPDATES_PER_SECOND,
     SIDES,
     ChatRequest,
     Turn,
@@ -20,6 +22,7 @@ from steering.chat import (
     decoding,
     language_notice,
     new_history,
+    page_update_interval,
     parse_half_life,
     pending_line,
     score_line,
@@ -281,6 +284,24 @@ def test_stream_turn_on_a_scheduler_shows_the_finished_replies_once_judged(tiny_
 def meter_text(meter: str) -> str:
     """The text of a meter's coloured spans, unescaped."""
     return "".join(html.unescape(s) for s in re.findall(r"<span[^>]*>(.*?)</span>", meter, re.S))
+
+
+class Loaded:
+    """A scheduler's load() with `running` requests."""
+
+    def __init__(self, running: int):
+        self.running = running
+
+    def load(self) -> dict:
+        return {"waiting": 0, "running": self.running, "running_rows": 2 * self.running, "incoming": 0}
+
+
+def test_pages_share_an_update_budget_under_load():
+    assert page_update_interval(Loaded(1)) == PAGE_UPDATE_SECONDS  # one chat: every PAGE_UPDATE_TOKENS tokens
+    for running in (8, 16, 32):
+        interval = page_update_interval(Loaded(running))
+        assert running / interval == pytest.approx(PAGE_UPDATES_PER_SECOND)  # together: the budget, no more
+    assert page_update_interval(Loaded(8)) == 0.5
 
 
 def test_stream_turn_with_the_meter_colours_the_steered_reply_and_changes_nothing(tiny_qwen2):

@@ -142,7 +142,7 @@ def test_bad_rows_are_refused_before_queueing(tiny_qwen2, vectors, scheduler):
         scheduler.submit(tiny_qwen2, [Row(CONVERSATIONS[0], None, greedy(4), stop=[""])])
     with pytest.raises(ValueError, match="at least one row"):
         scheduler.submit(tiny_qwen2, [])
-    assert scheduler.load() == {"waiting": 0, "running_rows": 0, "incoming": 0}
+    assert scheduler.load() == {"waiting": 0, "running": 0, "running_rows": 0, "incoming": 0}
 
 
 def test_seeded_sampling_does_not_depend_on_batch_mates(tiny_qwen2, vectors, scheduler):
@@ -306,6 +306,27 @@ def test_a_reader_with_a_minimum_interval_gets_fewer_updates_and_the_same_reply(
     halves = list(scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT, every=2))
     assert halves[-1].texts == every[-1].texts
     assert len(halves) <= 14  # 24 steps: the first token, then every second step (or the end)
+
+
+def test_a_reader_can_pace_itself_by_a_function_asked_before_each_update(tiny_qwen2, scheduler):
+    row = Row(CONVERSATIONS[1], None, greedy(24), min_new_tokens=24)
+    began = time.perf_counter()
+    every = list(scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT))
+    pace = 3 * (time.perf_counter() - began) / len(every)  # three steps' time, on any machine
+    asked, stamps, paced = [], [], []
+
+    def interval() -> float:  # (a page asks the scheduler's load): 0 s, then `pace` from the third update on
+        asked.append(time.perf_counter())
+        return 0.0 if len(asked) < 3 else pace
+
+    for update in scheduler.submit(tiny_qwen2, [row]).updates(timeout=WAIT, min_interval=interval):
+        stamps.append(time.perf_counter())
+        paced.append(update)
+    assert paced[-1].texts == every[-1].texts and paced[-1].done
+    assert len(asked) == len(paced) and all(a <= s for a, s in zip(asked, stamps))  # asked before each update
+    gaps = [b - a for a, b in zip(stamps[2:], stamps[3:-1])]  # paced from the third on; the end comes at once
+    assert all(gap >= 0.9 * pace for gap in gaps)
+    assert len(paced) < len(every)
 
 
 def announced_late(loaded, scheduler, announce: bool, submit: bool = True) -> list:
