@@ -51,8 +51,7 @@ from steering.messages import localized
 from steering.meter import default_meter_layer
 from steering.pipeline import extract_and_save
 from steering.plots import SERIES, heatmap, layer_figure
-from steering.scheduler import Scheduler
-from steering.serve import NO_SHARED_SAVES, ApiKeyRequired, ServerRules, prefix_cache_tokens, server_args
+from steering.serve import NO_SHARED_SAVES, ApiKeyRequired, ServerRules, chat_scheduler, server_args
 from steering.session import ModelSession, model_status
 from steering.settings import STRENGTH_RANGE, model_lang  # noqa: F401 - RANGE: read by tests/test_bad_inputs.py
 from steering.steer import strength_warning
@@ -84,9 +83,9 @@ HOLDER = ModelSession()  # the one model every user shares
 CATALOG = VectorCatalog(os.environ.get("STEERING_VECTOR_DIR") or Path(__file__).resolve().parent / "vectors")
 atexit.register(lambda: CATALOG.close())  # upload and extraction folders still held at exit
 # Every chat, from the page and from the OpenAI-compatible API at /v1 (API, beside the page; main() sets its key),
-# runs in SCHEDULER's live batch on one worker thread (an idle one gathers a 50 ms quiet gap, ≤ 0.3 s, so a burst is
-# prefilled together). Ended rows' keys and values, kept for a chat's next turn, go when another model is loaded.
-SCHEDULER = Scheduler(32, 64, gather_seconds=0.05, max_gather_seconds=0.3, prefix_cache_tokens=prefix_cache_tokens())
+# runs in SCHEDULER's live batch on one worker thread (serve.chat_scheduler). Ended rows' keys and values, kept for a
+# chat's next turn, go when another model is loaded.
+SCHEDULER = chat_scheduler()
 HOLDER.on_release.append(SCHEDULER.prefix_cache.clear)
 API = OpenAIApi(HOLDER.get, CATALOG.folder, SCHEDULER)
 # What visitors may do to the shared server: until main() reads the command line (and when something else launches

@@ -97,25 +97,17 @@ LABELS: dict[str, tuple[str, str]] = {
         "calibrated: 1 = the typical gap between plain and gyaru text at each layer; raw: the push's length itself.",
         "calibrated: 1 = 各レイヤーでのふつうとギャルの典型的な差。raw: 押す量そのもの。",
     ),
-    "scale_calibrated": ("calibrated", "較正済み"),
-    "scale_raw": ("raw", "そのまま"),
     "advanced": ("Advanced settings", "詳細設定"),
     "apply_to": ("Apply to", "適用先"),
     "apply_to_info": (
         "Where the push is added while generating: every token, only the reply's tokens, or only the newest one.",
         "生成中にどこへ足すか: 全トークン、返事のトークンだけ、最新のトークンだけ。",
     ),
-    "apply_to_all": ("every token", "全トークン"),
-    "apply_to_generated": ("reply tokens", "返事のトークン"),
-    "apply_to_last": ("newest token", "最新のトークン"),
     "mode": ("Mode", "方式"),
     "mode_info": (
         "add: add the push; norm-preserving: add it and keep the hidden state's length; clamp: set the projection.",
         "add: 足す。norm_preserving: 足して長さを保つ。clamp: 射影を固定する。",
     ),
-    "mode_add": ("add", "足す"),
-    "mode_norm_preserving": ("norm-preserving", "長さを保つ"),
-    "mode_clamp": ("clamp", "固定"),
     "half_life": ("Half-life (tokens)", "半減期(トークン)"),
     "half_life_info": (
         "The strength halves every this many reply tokens; 0 = constant.",
@@ -157,14 +149,19 @@ LABELS: dict[str, tuple[str, str]] = {
 
 
 def _library_labels() -> dict[str, tuple[str, str]]:
-    """Labels whose wording the library owns (it also writes them into tables and charts): the Layers chart's
-    series, the Extract datasets, and the help under the Layers chart and the Extract table."""
+    """Labels whose wording the library owns (it also writes them into tables, charts and notices): the Layers
+    chart's series, the Extract datasets, the Chat tab's scale, apply-to and mode choices, and the help under the
+    Layers chart and the Extract table."""
+    from functools import partial
+
     from steering.plots import layers_help, series_choices
     from steering.tables import stats_help
-    from steering.vector_view import dataset_choices
+    from steering.vector_view import dataset_choices, setting_choices
 
     labels = {"stats_help": (stats_help("en"), stats_help("ja")), "layers_help": (layers_help("en"), layers_help("ja"))}
-    for prefix, listing in (("series", series_choices), ("dataset", dataset_choices)):
+    listings = [("series", series_choices), ("dataset", dataset_choices)]
+    listings += [(field, partial(setting_choices, field)) for field in ("scale", "apply_to", "mode")]
+    for prefix, listing in listings:
         for (en, key), (ja, _) in zip(listing("en"), listing("ja")):
             labels[f"{prefix}_{key}"] = (en, ja)
     return labels

@@ -129,15 +129,12 @@ class DirectChat:
 
     def __init__(self, tokens: int):
         from steering.models import load_model
-        from steering.scheduler import Scheduler
-        from steering.serve import PREFIX_CACHE_TOKENS
+        from steering.serve import chat_scheduler
         from steering.vector_files import load_vector
 
         self.tokens, self.loaded = tokens, load_model("bundled")
         self.vector = load_vector(ROOT / "vectors" / VECTOR)
-        self.scheduler = Scheduler(
-            32, 64, gather_seconds=0.05, max_gather_seconds=0.3, prefix_cache_tokens=PREFIX_CACHE_TOKENS
-        )
+        self.scheduler = chat_scheduler()  # set up as the app's
         self.histories: dict[str, tuple[list, list]] = {}
 
     def counters(self) -> dict:

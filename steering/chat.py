@@ -24,9 +24,9 @@ from .judge import ReplyScore, score_reply
 from .messages import Message, Text, localized
 
 SIDES = ("plain", "steered")  # the chat columns, in row order of the batched generate call
-# A page gets an update every second token, at most 10 a second. Each update costs the web server about 3 ms of CPU
-# (gradio's event, postprocessing, diff and message), taken from the generation: under load the pages' updates share
-# a budget of PAGE_UPDATES_PER_SECOND, so with 8 chats running each gets one every half second (page_update_interval).
+# A page gets an update every second token, at most 10 a second. Each update costs the web server 1-2 ms of CPU
+# (gradio's event, postprocessing in worker threads, diff and message), taken from the generation: under load the
+# pages' updates share a budget of PAGE_UPDATES_PER_SECOND, so with 8 chats running each gets one every half second.
 PAGE_UPDATE_SECONDS, PAGE_UPDATE_TOKENS = 0.1, 2
 PAGE_UPDATES_PER_SECOND = 16
 # Each column's label: a messages.Message (its English str; `.in_lang("ja")` or column_label for the page's).

@@ -276,6 +276,20 @@ FIELD_TEXTS = {
     "half_life": Text("half-life", "半減期"),
     "repetition_penalty": Text("repetition penalty", "繰り返しペナルティ"),
 }
+# The Chat tab's choices by their names on the page (app_text takes them from here): the notice names them alike.
+CHOICE_TEXTS = {
+    "scale": {"calibrated": Text("calibrated", "較正済み"), "raw": Text("raw", "そのまま")},
+    "apply_to": {
+        "all": Text("every token", "全トークン"),
+        "generated": Text("reply tokens", "返事のトークン"),
+        "last": Text("newest token", "最新のトークン"),
+    },
+    "mode": {
+        "add": Text("add", "足す"),
+        "norm_preserving": Text("norm-preserving", "長さを保つ"),
+        "clamp": Text("clamp", "固定"),
+    },
+}
 CONSTANT = Text("constant", "一定")
 TOKENS = Text("{n:g} tokens", "{n:g} トークン")
 CHANGE = Text("{field} {old} → {new}", "{field} {old} → {new}")
@@ -305,6 +319,8 @@ def _shown_value(name: str, value, ui_lang: str) -> str:
         return "—"
     if name == "half_life" and _number(value):
         return CONSTANT.say(ui_lang) if value == 0 else TOKENS.say(ui_lang, n=value)
+    if value in CHOICE_TEXTS.get(name, {}):
+        return CHOICE_TEXTS[name][value].say(ui_lang)
     return f"{value:g}" if _number(value) else str(value)
 
 
@@ -330,6 +346,11 @@ def defaults_notice(defaults: VectorDefaults, ui_lang: str = "en", previous=None
 
 
 # ------------------------------------------------------------------------------------- the Layers and Extract tabs
+
+
+def setting_choices(field: str, ui_lang: str = "en") -> list[tuple[str, str]]:
+    """A Chat-tab choice field's choices ("scale", "apply_to" or "mode") as (name in `ui_lang`, value)."""
+    return [(text.say(ui_lang), value) for value, text in CHOICE_TEXTS[field].items()]
 
 
 def dataset_choices(ui_lang: str = "en") -> list[tuple[str, str]]:

@@ -131,3 +131,15 @@ def test_the_prefix_cache_budget_comes_from_the_environment_or_stops_the_start()
     for bad in ("-5", "lots", "1e4", ""):
         with pytest.raises(SystemExit, match="STEERING_PREFIX_CACHE_TOKENS"):
             prefix_cache_tokens({"STEERING_PREFIX_CACHE_TOKENS": bad})
+
+
+def test_the_apps_scheduler_gathers_bursts_and_keeps_the_prefix_budget_it_is_given():
+    from steering.serve import chat_scheduler
+
+    scheduler = chat_scheduler({"STEERING_PREFIX_CACHE_TOKENS": "1234"})
+    try:
+        assert (scheduler.max_batch_rows, scheduler.max_queue) == (32, 64)
+        assert (scheduler.gather_seconds, scheduler.max_gather_seconds) == (0.05, 0.3)
+        assert scheduler.prefix_cache.max_tokens == 1234
+    finally:
+        scheduler.close()

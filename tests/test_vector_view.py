@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steering import settings as S
 from steering.data import load_prompts
 from steering.messages import localized
 from steering.metadata import VectorMeta
@@ -24,6 +25,7 @@ from steering.vector_view import (
     extraction_summary,
     layer_note,
     record_evidence,
+    setting_choices,
     strength_note,
     vector_defaults,
 )
@@ -273,10 +275,10 @@ def test_defaults_notice_lists_the_whole_setting():
     notice = defaults_notice(defaults)
     assert notice == (
         "Chat tab set to this vector's recommended setting: layers 9-11, strength 3.5, scale calibrated, mode clamp, "
-        "apply to generated, half-life 24 tokens, repetition penalty 1.3."
-    )
+        "apply to reply tokens, half-life 24 tokens, repetition penalty 1.3."
+    )  # (choices by their names on the page, not their values)
     japanese = defaults_notice(defaults, "ja")
-    assert has_japanese(japanese) and "9-11" in japanese and "24 トークン" in japanese
+    assert has_japanese(japanese) and "9-11" in japanese and "24 トークン" in japanese and "方式 固定" in japanese
 
 
 def test_defaults_notice_lists_only_what_changed():
@@ -291,6 +293,15 @@ def test_defaults_notice_lists_only_what_changed():
     constant = SteerSetting("9-11", 3.5, "calibrated", "clamp", "generated", 1.3, None)
     assert "half-life constant → 24 tokens" in defaults_notice(defaults, previous=constant)
     assert "半減期 一定 → 24 トークン" in defaults_notice(defaults, "ja", previous=constant)
+    everywhere = SteerSetting("9-11", 3.5, "calibrated", "clamp", "all", 1.3, 24)
+    assert "apply to every token → reply tokens" in defaults_notice(defaults, previous=everywhere)
+
+
+def test_the_chat_choices_are_named_for_every_value_in_both_languages():
+    for field, values in (("scale", S.SCALES), ("apply_to", S.APPLY_TO), ("mode", S.MODES)):
+        english, japanese = setting_choices(field), setting_choices(field, "ja")
+        assert [v for _, v in english] == [v for _, v in japanese] == list(values)
+        assert all(has_japanese(name) for name, _ in japanese) and not any(has_japanese(n) for n, _ in english)
 
 
 def test_defaults_notice_for_a_vector_without_a_recommended_setting():
