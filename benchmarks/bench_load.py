@@ -17,8 +17,8 @@ speed drifts over minutes, and taking turns measures every level across the same
           its requests are the turns of one conversation (the second and third turns carry the earlier ones)
     v1    POST /v1/chat/completions, streamed, steered with the vector ("steering" field): 1 row per request,
           each a new conversation (prompts do not grow)
-    direct  the page's rows and conversations sent straight to a Scheduler set up as the app's, in this process:
-          the model side alone, with no web server
+    direct  the page's rows and conversations sent straight to a Scheduler set up as the app's, in this process,
+          read as paced as a page's: the model side alone, with no web server
 
 Greedy; every reply is forced to exactly `tokens` new tokens (each row's min_new_tokens), so tokens/s counts rows ×
 tokens per request. Latency is the client's round trip, queueing included; time to first token is until the first
@@ -124,8 +124,8 @@ def api_chat(client, prompt: str, tokens: int, session: str) -> tuple[float | No
 
 class DirectChat:
     """The page's two rows sent straight to a Scheduler set up as the app's, in this process, with no web server:
-    what the model side alone does with the same load. Each session's columns carry their own conversations, as
-    the page's do."""
+    what the model side alone does with the same load. Each session's columns carry their own conversations, and
+    its updates come as paced as the page's do."""
 
     def __init__(self, tokens: int):
         from steering.models import load_model
@@ -143,6 +143,7 @@ class DirectChat:
         return scheduler_counters(self.scheduler.stats)
 
     def __call__(self, prompt: str, session: str) -> tuple[float | None, list[str]]:
+        from steering.chat import PAGE_UPDATE_TOKENS, page_update_interval
         from steering.generate import GenerationSettings
         from steering.scheduler import Row
         from steering.steer import Steering
@@ -154,7 +155,8 @@ class DirectChat:
         rows = [Row([*history, turn], plan, settings, min_new_tokens=self.tokens)
                 for history, plan in ((plain, None), (steered, steering))]  # fmt: skip
         t0, first, texts = time.perf_counter(), None, ["", ""]
-        for update in self.scheduler.submit(self.loaded, rows).updates():
+        paced = dict(min_interval=lambda: page_update_interval(self.scheduler), every=PAGE_UPDATE_TOKENS)  # as a page
+        for update in self.scheduler.submit(self.loaded, rows).updates(**paced):
             if first is None and any(update.texts):
                 first = time.perf_counter() - t0
             texts = update.texts
