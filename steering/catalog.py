@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import atomic_write_all
-from .messages import Message, Text, localized
+from .messages import Message, Text, localized, rendered
 from .metadata import VectorMeta
 from .models import LoadedModel
-from .readers import rendered
 from .settings import model_lang
 from .vector_cache import VectorFileCache
 from .vector_files import SUFFIXES, load_vector, sidecar_path, unique_path

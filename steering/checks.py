@@ -8,8 +8,7 @@ import argparse
 import math
 import numbers
 
-from .messages import Text
-from .readers import composed
+from .messages import Text, composed
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 

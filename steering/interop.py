@@ -57,10 +57,9 @@ import numpy as np
 import torch
 
 from .files import atomic_write, check_writable_destination
-from .messages import Text
+from .messages import Text, composed
 from .metadata import MetadataError, VectorMeta
 from .model_hints import model_hint_for
-from .readers import composed
 from .settings import EXPORT_FORMATS
 from .vectors import SteeringVector, VectorFileError, json_safe, validate_directions
 

@@ -58,3 +58,21 @@ def localized(value, lang: str | None) -> str:
     if isinstance(value, Message):
         return value.in_lang(lang)
     return str(value)
+
+
+def rendered(say, /) -> Message:
+    """A Message whose wording in each language is `say(lang)`: for a text built from other Messages (each said in
+    the same language as the whole). Its English is `say("en")`."""
+    en, ja = (say(lang).replace("{", "{{").replace("}", "}}") for lang in LANGS)
+    return Text(en=en, ja=ja)()
+
+
+def composed(text: Text, /, **params) -> Message:
+    """`text(**params)` where a parameter may itself be a Message (or an exception carrying one): in each language
+    it is said in that language too."""
+
+    def say(lang: str) -> str:
+        nested = (Message, BaseException)
+        return text.say(lang, **{k: localized(v, lang) if isinstance(v, nested) else v for k, v in params.items()})
+
+    return rendered(say)

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .messages import Text
-from .readers import A_LIST, A_NUMBER, A_STRING, composed
+from .messages import Text, composed
+from .readers import A_LIST, A_NUMBER, A_STRING
 from .settings import check_layer_spec, format_layers
 
 WRONG_TYPE = Text(

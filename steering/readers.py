@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-from .messages import LANGS, Message, Text, localized
+from .messages import Text, composed, localized, rendered
 
 _CHUNK = 1 << 16
 _SPACE = re.compile(r"[ \t\r\n]*")  # JSON's whitespace
@@ -82,13 +82,6 @@ NO_ROWS = Text(en="no entries (the file holds only blank lines)", ja="エント�
 DUPLICATE_COLUMN = Text(en="duplicate column in the header", ja="ヘッダーに同じ名前の列が 2 つあります")
 
 
-def rendered(say, /) -> Message:
-    """A Message whose wording in each language is `say(lang)`: for a text built from other Messages (each said in
-    the same language as the whole). Its English is `say("en")`."""
-    en, ja = (say(lang).replace("{", "{{").replace("}", "}}") for lang in LANGS)
-    return Text(en=en, ja=ja)()
-
-
 def location(where: str) -> str:
     """A location as records yield it ('line 3', 'item 2', 'item 2 (line 5)', 'line 1 (header)') as a Message that
     can say itself in Japanese; anything else as given. Records yield plain strings (a Message per record would
@@ -100,17 +93,6 @@ def location(where: str) -> str:
     if paren is None:
         return (LINE if kind == "line" else ITEM)(n=int(n))
     return HEADER_LINE(n=int(n)) if paren == "header" else ITEM_AT_LINE(n=int(n), line=int(line))
-
-
-def composed(text: Text, /, **params) -> Message:
-    """`text(**params)` where a parameter may itself be a Message (or an exception carrying one): in each language
-    it is said in that language too."""
-
-    def say(lang: str) -> str:
-        nested = (Message, BaseException)
-        return text.say(lang, **{k: localized(v, lang) if isinstance(v, nested) else v for k, v in params.items()})
-
-    return rendered(say)
 
 
 # --------------------------------------------------------------------------- files

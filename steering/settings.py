@@ -24,8 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .data import CONTRASTS  # noqa: F401 - re-exported: every choice list in one place
-from .messages import Text
-from .readers import composed
+from .messages import Text, composed
 from .style import LANGS
 
 # Choice lists. steer.py keeps its own copies of SCALES / APPLY_TO / MODES for now; tests/test_settings.py checks

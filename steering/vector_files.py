@@ -19,9 +19,8 @@ import torch
 from . import __version__
 from .files import atomic_write_all, check_writable_destination
 from .interop import FORMATS, check_export_path, export_gguf, export_safetensors, read_vector
-from .messages import Text, localized
+from .messages import Text, composed, localized, rendered
 from .metadata import MetadataError, VectorMeta
-from .readers import composed, rendered
 from .vectors import SteeringVector, VectorFileError, json_safe, validate_directions
 
 SUFFIXES = (".pt", ".safetensors", ".gguf")

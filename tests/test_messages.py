@@ -19,10 +19,10 @@ import torch
 import steering
 from steering.checks import NumberError, check_int
 from steering.data import load_dataset
-from steering.messages import LANGS, Message, Text, localized, page_lang
+from steering.messages import LANGS, Message, Text, composed, localized, page_lang, rendered
 from steering.metadata import MetadataError, VectorMeta
 from steering.models import ModelLoadError, check_loadable
-from steering.readers import DatasetError, composed, rendered
+from steering.readers import DatasetError
 from steering.serve import NO_SHARED_SAVES
 from steering.settings import parse_layers, parse_strengths
 from steering.steer import Steering, check_strengths, strength_warning
