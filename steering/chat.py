@@ -24,7 +24,7 @@ from .judge import ReplyScore, score_reply
 from .messages import Message, Text, localized
 
 SIDES = ("plain", "steered")  # the chat columns, in row order of the batched generate call
-# A page gets an update every second token, at most 10 a second. Each update costs the web server 1-2 ms of CPU
+# A page gets an update every second token, at most 10 a second. Each update costs the web server about 2 ms of CPU
 # (gradio's event, postprocessing in worker threads, diff and message), taken from the generation: under load the
 # pages' updates share a budget of PAGE_UPDATES_PER_SECOND, so with 8 chats running each gets one every half second.
 PAGE_UPDATE_SECONDS, PAGE_UPDATE_TOKENS = 0.1, 2
