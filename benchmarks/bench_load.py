@@ -143,7 +143,7 @@ class DirectChat:
         return scheduler_counters(self.scheduler.stats)
 
     def __call__(self, prompt: str, session: str) -> tuple[float | None, list[str]]:
-        from steering.chat import PAGE_UPDATE_TOKENS, page_update_interval
+        from steering.chat import page_updates
         from steering.generate import GenerationSettings
         from steering.scheduler import Row
         from steering.steer import Steering
@@ -155,8 +155,7 @@ class DirectChat:
         rows = [Row([*history, turn], plan, settings, min_new_tokens=self.tokens)
                 for history, plan in ((plain, None), (steered, steering))]  # fmt: skip
         t0, first, texts = time.perf_counter(), None, ["", ""]
-        paced = dict(min_interval=lambda: page_update_interval(self.scheduler), every=PAGE_UPDATE_TOKENS)  # as a page
-        for update in self.scheduler.submit(self.loaded, rows).updates(**paced):
+        for update in page_updates(self.scheduler.submit(self.loaded, rows), self.scheduler):  # paced as a page
             if first is None and any(update.texts):
                 first = time.perf_counter() - t0
             texts = update.texts

@@ -224,6 +224,12 @@ def page_update_interval(scheduler) -> float:
     return max(PAGE_UPDATE_SECONDS, scheduler.load()["running"] / PAGE_UPDATES_PER_SECOND)
 
 
+def page_updates(ticket, scheduler):
+    """`ticket`'s updates (a request submitted to `scheduler`) as a page reads them: every PAGE_UPDATE_TOKENS
+    tokens, at most one per page_update_interval."""
+    return ticket.updates(min_interval=lambda: page_update_interval(scheduler), every=PAGE_UPDATE_TOKENS)
+
+
 def stream_turn(
     loaded,
     turn: Turn,
@@ -286,8 +292,7 @@ def stream_turn(
             on_notice(ticket.notice)
         yield turn.view(texts, False, lang, ui_lang, meter(None))
         update = None
-        interval = lambda: page_update_interval(scheduler)  # noqa: E731
-        for update in ticket.updates(min_interval=interval, every=PAGE_UPDATE_TOKENS):
+        for update in page_updates(ticket, scheduler):
             if update.done:  # the final view below shows it (one server round trip less per reply)
                 break
             yield turn.view(update.texts, False, lang, ui_lang, meter(update.pieces))
